@@ -1,0 +1,7 @@
+# Stand-in for node:*-slim where Docker Hub cannot be reached: Debian 12's Node.js 18 and npm.
+ARG DEBIAN_BASE=coelho-base/debian:bookworm
+FROM ${DEBIAN_BASE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nodejs npm ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/*
+CMD ["node"]

@@ -1,0 +1,8 @@
+# Stand-in for python:3.11-slim where Docker Hub cannot be reached: Debian 12's own Python 3.11.
+ARG DEBIAN_BASE=coelho-base/debian:bookworm
+FROM ${DEBIAN_BASE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -s /usr/bin/python3 /usr/local/bin/python
+CMD ["python3"]
