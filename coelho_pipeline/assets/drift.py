@@ -1,0 +1,81 @@
+"""What runs in the cluster compared with what Git says should run."""
+
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from coelho_pipeline.resources.argocd import ArgoCDError, ArgoCDResource
+from coelho_pipeline.resources.git import GitError, GitResource
+from coelho_pipeline.resources.target import DeliveryTargetResource
+from coelho_pipeline.values import ValuesError, read_scalar
+
+LIVE_MATCHES_GIT = "live_matches_git"
+
+
+@dg.asset(
+    group_name="ops",
+    kinds={"kubernetes"},
+    output_required=False,
+    check_specs=[dg.AssetCheckSpec(LIVE_MATCHES_GIT, asset="live_state",
+                                   description="The Application is Synced at the branch head and every app "
+                                               "Deployment runs the image values.yaml names there.")],
+)
+def live_state(
+    context: dg.AssetExecutionContext,
+    git: GitResource,
+    argocd: ArgoCDResource,
+    target: DeliveryTargetResource,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The Application's sync state and the images its Deployments run, against the tags in Git."""
+    client = argocd.client()
+    if client is None:
+        context.log.warning("No cluster configured (KUBECONFIG and COELHO_KUBE_CONTEXT are unset): drift not checked.")
+        return
+    remote = git.remote()
+    try:
+        head = remote.fetch()
+        values_text = remote.read_file(head, target.values_path) or ""
+        desired = {}
+        for app in target.catalog():
+            repository = read_scalar(values_text, app.repository_path, source=target.values_path)
+            tag = read_scalar(values_text, app.tag_path, source=target.values_path)
+            desired[f"{target.release_name}-{app.component}"] = f"{repository}:{tag}"
+        # Verdicts are only as fresh as the last comparison: ask for one before reading.
+        status = client.refresh_and_read()
+        live = client.deployment_images(namespace=target.deploy_namespace)
+    except (GitError, ValuesError, ArgoCDError) as e:
+        raise dg.Failure(str(e)) from None
+
+    differences = []
+    if status.revision != head:
+        differences.append(f"Argo CD compared revision {status.revision or 'none'}, the branch head is {head}")
+    if status.sync_status != "Synced":
+        differences.append(f"Application is {status.sync_status or 'Unknown'}"
+                           + (f": out of sync {', '.join(status.out_of_sync_resources)}"
+                              if status.out_of_sync_resources else ""))
+    if status.health_status != "Healthy":
+        differences.append(f"Application health is {status.health_status or 'Unknown'}"
+                           + (f" ({status.health_message})" if status.health_message else ""))
+    for deployment, image in desired.items():
+        running = live.get(deployment)
+        if running is None:
+            differences.append(f"Deployment {target.deploy_namespace}/{deployment} does not exist; Git wants {image}")
+        elif image not in running:
+            differences.append(f"Deployment {target.deploy_namespace}/{deployment} runs {', '.join(running)}; "
+                               f"Git wants {image}")
+    table = "\n".join(["| Deployment | Git | live |", "|---|---|---|"] +
+                      [f"| {d} | {img} | {', '.join(live.get(d, ())) or 'missing'} |" for d, img in desired.items()])
+    yield dg.MaterializeResult(metadata={
+        "git_head": head,
+        "live_revision": status.revision or "",
+        "sync": status.sync_status or "",
+        "health": status.health_status or "",
+        "images": dg.MetadataValue.md(table),
+    })
+    yield dg.AssetCheckResult(
+        check_name=LIVE_MATCHES_GIT, passed=not differences,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"differences": dg.MetadataValue.md("\n".join(f"- {d}" for d in differences) or "none"),
+                  "count": len(differences)},
+    )

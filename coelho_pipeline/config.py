@@ -1,0 +1,148 @@
+"""Settings from COELHO_* environment variables, validated once; every error names its variable."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+_BRANCH_RE = re.compile(r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<!/)(?<!\.lock)$")
+# <host[:port]>/<path>, lower-case path components as Docker requires.
+_REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?(/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_APP_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline needs to know about its environment."""
+
+    git_url: str
+    git_branch: str = "master"
+    git_token: str | None = field(default=None, repr=False)
+    registry: str = "127.0.0.1:5000/coelho"
+    registry_username: str | None = None
+    registry_password: str | None = field(default=None, repr=False)
+    values_path: str = "k3d/helm/values.yaml"
+    chart_path: str = "k3d/helm"
+    argocd_app: str = "coelho-realtime"
+    argocd_namespace: str = "argocd"
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    sync_timeout: float = 600.0
+    apps: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    build_network: str | None = None
+    workdir: str = ""
+    author_name: str = "coelho-pipeline"
+    author_email: str = "pipeline@coelho-realtime.local"
+
+    @property
+    def cluster_configured(self) -> bool:
+        return bool(self.kubeconfig or self.kube_context)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Reads and validates the COELHO_* variables (see the README's configuration table)."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        git_url = get("COELHO_GIT_URL")
+        if not git_url:
+            raise ConfigError("COELHO_GIT_URL is not set: give the URL of the source repository to watch")
+        _check_git_url(git_url)
+        branch = get("COELHO_GIT_BRANCH") or "master"
+        if not _BRANCH_RE.match(branch):
+            raise ConfigError(f"COELHO_GIT_BRANCH={branch!r} is not a valid branch name")
+        registry = (get("COELHO_REGISTRY") or cls.registry).rstrip("/")
+        if not _REGISTRY_RE.match(registry):
+            raise ConfigError(
+                f"COELHO_REGISTRY={registry!r} is not an image prefix like 127.0.0.1:5000/coelho "
+                "(host[:port] followed by lower-case path components)"
+            )
+        username, password = get("COELHO_REGISTRY_USERNAME"), get("COELHO_REGISTRY_PASSWORD")
+        if bool(username) != bool(password):
+            missing = "COELHO_REGISTRY_PASSWORD" if username else "COELHO_REGISTRY_USERNAME"
+            raise ConfigError(f"{missing} is not set: registry credentials need both a username and a password")
+        values_path = get("COELHO_VALUES_PATH") or cls.values_path
+        _check_relative_path("COELHO_VALUES_PATH", values_path)
+        chart_path = get("COELHO_CHART_PATH") or str(Path(values_path).parent)
+        _check_relative_path("COELHO_CHART_PATH", chart_path)
+        timeout_text = get("COELHO_SYNC_TIMEOUT")
+        sync_timeout = cls.sync_timeout
+        if timeout_text is not None:
+            try:
+                sync_timeout = float(timeout_text)
+            except ValueError:
+                raise ConfigError(f"COELHO_SYNC_TIMEOUT={timeout_text!r} is not a number of seconds") from None
+            if not 0 < sync_timeout <= 86400:
+                raise ConfigError(f"COELHO_SYNC_TIMEOUT={timeout_text!r} must be between 0 and 86400 seconds")
+        kubeconfig = get("KUBECONFIG")
+        if kubeconfig:
+            for part in kubeconfig.split(os.pathsep):
+                if part and not Path(part).is_file():
+                    raise ConfigError(f"KUBECONFIG names {part!r}, which is not a file")
+        apps = tuple(a.strip() for a in (get("COELHO_APPS") or "").split(",") if a.strip())
+        for app in apps:
+            if not _APP_RE.match(app):
+                raise ConfigError(f"COELHO_APPS: {app!r} is not an app directory name under apps/")
+        return cls(
+            git_url=git_url,
+            git_branch=branch,
+            git_token=get("COELHO_GIT_TOKEN"),
+            registry=registry,
+            registry_username=username,
+            registry_password=password,
+            values_path=values_path,
+            chart_path=chart_path,
+            argocd_app=get("COELHO_ARGOCD_APP") or cls.argocd_app,
+            argocd_namespace=get("COELHO_ARGOCD_NAMESPACE") or cls.argocd_namespace,
+            kubeconfig=kubeconfig,
+            kube_context=get("COELHO_KUBE_CONTEXT"),
+            sync_timeout=sync_timeout,
+            apps=apps,
+            build_args=_parse_build_args(get("COELHO_BUILD_ARGS") or ""),
+            build_network=get("COELHO_BUILD_NETWORK"),
+            workdir=get("COELHO_WORKDIR") or str(Path(env.get("DAGSTER_HOME") or ".").resolve() / "coelho-work"),
+        )
+
+
+def _check_git_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https", "git", "ssh", "file") and (parts.netloc or parts.scheme == "file"):
+        if parts.password:
+            # A password in the URL would end up in logs and in .git/config; the token variable exists for that.
+            raise ConfigError("COELHO_GIT_URL must not embed a password; put the token in COELHO_GIT_TOKEN")
+        return
+    if not parts.scheme and (Path(url).is_absolute() or re.match(r"^[\w.-]+@[\w.-]+:", url)):
+        return
+    raise ConfigError(
+        f"COELHO_GIT_URL={url!r} is not a Git URL (expected http(s)://, git://, ssh://, file:// or an absolute path)"
+    )
+
+
+def _check_relative_path(name: str, value: str) -> None:
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"{name}={value!r} must be a path inside the repository, relative to its root")
+
+
+def _parse_build_args(text: str) -> dict[str, str]:
+    """COELHO_BUILD_ARGS="PYTHON_IMAGE=coelho-base/python:3.11-slim NODE_IMAGE=..." (space separated)."""
+    args: dict[str, str] = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ConfigError(f"COELHO_BUILD_ARGS: {item!r} is not NAME=VALUE")
+        args[key] = value
+    return args

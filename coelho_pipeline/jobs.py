@@ -1,0 +1,19 @@
+"""The delivery job (one run per source commit) and the drift-check job."""
+
+import dagster as dg
+
+# Runs carrying this tag are limited to one at a time in dagster.yaml: a single writer per branch.
+MANIFEST_WRITER_TAG = "coelho/manifest-writer"
+
+deliver_commit = dg.define_asset_job(
+    "deliver_commit",
+    selection=dg.AssetSelection.groups("build", "deploy"),
+    tags={MANIFEST_WRITER_TAG: "main"},
+    description="Build changed images, write values.yaml, commit it, and sync Argo CD to that commit.",
+)
+
+drift_check = dg.define_asset_job(
+    "drift_check",
+    selection=dg.AssetSelection.assets("live_state"),
+    description="Compare the tags in values.yaml at the branch head with what the Application runs.",
+)

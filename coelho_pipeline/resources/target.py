@@ -1,0 +1,21 @@
+"""Where in the repository the pipeline works: the apps, the values file, the chart."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from coelho_pipeline.catalog import App, apps_from_names
+
+
+class DeliveryTargetResource(dg.ConfigurableResource):
+    """The apps to deliver and the files of the chart they are deployed with."""
+
+    apps: list[str]
+    values_path: str = "k3d/helm/values.yaml"
+    chart_path: str = "k3d/helm"
+    application_path: str = "k3d/argocd/application.yaml"
+    deploy_namespace: str = "coelho-realtime"
+    release_name: str = "coelho-realtime"
+
+    def catalog(self) -> tuple[App, ...]:
+        return apps_from_names(self.apps)

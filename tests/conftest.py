@@ -1,0 +1,97 @@
+"""Real services for the whole test session: a Docker engine, a registry and a git daemon on 127.0.0.1.
+
+An engine that already answers (DOCKER_HOST or the default socket) is used as it is; otherwise a
+private one is started for the session. Everything started here is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from coelho_pipeline.dev import services
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BASE_IMAGES = {"PYTHON_IMAGE": "coelho-base/python:3.11-slim", "NODE_IMAGE": "coelho-base/node:18-slim"}
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def docker_host(session_dir: Path) -> Iterator[str]:
+    """DOCKER_HOST of a working engine; also exported so the docker SDK and CLI in subprocesses use it."""
+    existing = os.environ.get("DOCKER_HOST")
+    if services.engine_answers(existing):
+        yield existing or "unix:///var/run/docker.sock"
+        return
+    # A short path: unix socket paths are limited to 108 bytes and pytest's temp dirs are long.
+    state = Path("/tmp") / f"coelho-dockerd-{uuid.uuid4().hex[:8]}"
+    service, host = services.start_dockerd(state)
+    os.environ["DOCKER_HOST"] = host
+    try:
+        yield host
+    finally:
+        service.stop()
+        if existing is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = existing
+        netns = state / "exec" / "netns" / "default"
+        if netns.exists():
+            subprocess.run(["umount", str(netns)], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=docker_host, timeout=600)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_images(docker_host: str) -> dict[str, str]:
+    """Local stand-ins for python:3.11-slim and node:18-slim (no Docker Hub here)."""
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "base-images.sh")],
+                            env={**os.environ, "DOCKER_HOST": docker_host}, capture_output=True, text=True)
+    assert result.returncode == 0, f"scripts/base-images.sh failed:\n{result.stdout}\n{result.stderr}"
+    return dict(BASE_IMAGES)
+
+
+@pytest.fixture(scope="session")
+def registry_addr(session_dir: Path) -> Iterator[str]:
+    port = services.free_port()
+    service = services.start_registry(session_dir / "registry", port)
+    yield f"127.0.0.1:{port}"
+    service.stop()
+
+
+@dataclass
+class GitServer:
+    base: Path
+    port: int
+
+    def path(self, name: str) -> Path:
+        return self.base / f"{name}.git"
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}.git"
+
+
+@pytest.fixture(scope="session")
+def git_server(session_dir: Path) -> Iterator[GitServer]:
+    port = services.free_port()
+    base = session_dir / "git"
+    service = services.start_git_daemon(base, port)
+    yield GitServer(base, port)
+    service.stop()

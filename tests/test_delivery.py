@@ -1,0 +1,120 @@
+"""Delivery end to end, in process: real git daemon, real Docker engine and registry, real chart render.
+
+Argo CD is not configured here (no KUBECONFIG): these runs also show that the sync step says so and
+leaves its asset unmaterialized. The Argo CD part is in test_delivery_argocd.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipeline_harness import (
+    DEV, Pipeline, check_results, make_source_repo, materializations, settings_for,
+)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host) -> Pipeline:
+    prefix = f"{registry_addr}/coelho"
+    repo = make_source_repo(git_server, prefix)
+    with dg.instance_for_test() as instance:
+        yield Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
+
+
+def rebuilt(result: dg.ExecuteInProcessResult) -> list[str]:
+    return sorted(k.split("/")[1] for k, md in materializations(result).items()
+                  if k.startswith("image/") and md["rebuilt"])
+
+
+def test_first_delivery_builds_every_app_and_commits_their_tags(pipeline: Pipeline) -> None:
+    seed = pipeline.repo.head()
+    later = pipeline.repo.push({"README.md": "# docs\n"}, "Docs")
+    pipeline.instance.add_dynamic_partitions("source_commits", [seed, later])
+
+    result = pipeline.deliver(seed)
+
+    assert result.success
+    assert rebuilt(result) == ["fastapi", "kafka_producers", "sveltekit"]
+    assert all(check_results(result).values()) and len(check_results(result)) == 2
+    head_sha, author, subject = pipeline.repo.log(1)[0]
+    assert subject == f"Update image tags to {seed} [skip ci]"
+    assert author == pipeline.settings.author_email
+    values = pipeline.repo.show(head_sha, "k3d/helm/values.yaml")
+    assert values.count(f'tag: "{seed}"') + values.count(f"tag: {seed}") == 3
+    mats = materializations(result)
+    assert mats["manifest_commit"]["created"] is True and mats["manifest_commit"]["commit"] == head_sha
+    assert mats["image/fastapi"]["digest"].startswith("sha256:")
+    assert "argocd_sync" not in mats  # no cluster configured: not materialized, and the log says why
+    logs = [e.user_message for e in pipeline.instance.all_logs(result.run_id)]
+    assert any("No cluster configured" in m for m in logs)
+
+
+def test_fastapi_change_builds_one_image_and_commits_one_tag_line(pipeline: Pipeline) -> None:
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    before = pipeline.repo.head()
+    change = pipeline.repo.push({"apps/fastapi/main.py": "print('fastapi v2')\n"}, "FastAPI: v2")
+
+    result = pipeline.deliver(change)
+
+    assert result.success
+    assert rebuilt(result) == ["fastapi"]
+    mats = materializations(result)
+    assert mats["image/kafka_producers"]["image"].endswith(f":{seed}")  # unchanged apps keep their tag
+    log = pipeline.repo.log(3)
+    assert [s for _, _, s in log[:2]] == [f"Update image tags to {change} [skip ci]", "FastAPI: v2"]
+    diff = pipeline.repo.diff(change, log[0][0])
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert len(changed) == 2, diff
+    assert changed[0].startswith("-") and seed in changed[0] and "tag:" in changed[0]
+    assert changed[1] == changed[0].replace(seed, change).replace("-", "+", 1)
+    assert before != log[0][0]
+
+
+def test_docs_only_push_builds_nothing_and_commits_nothing(pipeline: Pipeline) -> None:
+    assert pipeline.deliver(pipeline.repo.head()).success
+    docs = pipeline.repo.push({"README.md": "# COELHO RealTime\n\nMore docs.\n"}, "Docs only")
+
+    result = pipeline.deliver(docs)
+
+    assert result.success
+    assert rebuilt(result) == []
+    assert pipeline.repo.head() == docs  # no manifest commit on top
+    manifest = materializations(result)["manifest_commit"]
+    assert manifest["created"] is False and manifest["commit"] == docs
+
+
+def test_rerun_for_the_same_commit_makes_no_second_commit(pipeline: Pipeline) -> None:
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    head = pipeline.repo.head()
+
+    again = pipeline.deliver(seed)
+
+    assert again.success
+    assert pipeline.repo.head() == head
+    mats = materializations(again)
+    assert mats["manifest_commit"]["created"] is False and mats["manifest_commit"]["commit"] == head
+    assert rebuilt(again) == []  # the images are in the registry under this SHA already
+
+
+def test_missing_image_in_registry_blocks_the_commit(pipeline: Pipeline) -> None:
+    """An unchanged app whose tag names a commit with no image is rebuilt rather than deployed broken."""
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    other = pipeline.with_settings(registry=pipeline.settings.registry.replace("/coelho", "/elsewhere"))
+    change = pipeline.repo.push({"apps/fastapi/main.py": "print('v3')\n"}, "FastAPI: v3")
+    head = pipeline.repo.head()
+
+    result = other.deliver(change)
+
+    # All three are rebuilt into the other repository, then the render check catches that the chart's
+    # repositories still point at the old prefix: nothing is committed.
+    assert not result.success
+    assert check_results(result).get("chart_renders_with_built_images") is False
+    assert pipeline.repo.head() == head

@@ -1,0 +1,75 @@
+"""GitRemote against a real bare repository served by git daemon."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coelho_pipeline.resources.git import GitError, GitRemote, PushRejected
+from pipeline_harness import make_source_repo
+
+
+@pytest.fixture
+def repo(git_server):
+    return make_source_repo(git_server, "127.0.0.1:5000/coelho")
+
+
+@pytest.fixture
+def remote(repo, tmp_path: Path) -> GitRemote:
+    return GitRemote(url=repo.url, branch="master", cache_dir=tmp_path / "cache")
+
+
+def test_ls_remote_and_fetch_agree(repo, remote: GitRemote) -> None:
+    assert remote.ls_remote_head() == repo.head() == remote.fetch()
+
+
+def test_commit_file_changes_only_that_file_byte_for_byte(repo, remote: GitRemote) -> None:
+    tip = remote.fetch()
+    text = "a: 1\r\nb: 'x'  # crlf and quotes stay\r\n"
+    sha = remote.commit_file(base_sha=tip, path="k3d/helm/values.yaml", text=text, message="m\n\nSource-Commit: abc\n")
+    remote.push(sha)
+    assert repo.head() == sha
+    raw = subprocess.run(["git", "show", f"{sha}:k3d/helm/values.yaml"], cwd=repo.bare, capture_output=True).stdout
+    assert raw == text.encode()
+    names = subprocess.run(["git", "diff", "--name-only", tip, sha], cwd=repo.bare, capture_output=True,
+                           text=True).stdout.split()
+    assert names == ["k3d/helm/values.yaml"]
+
+
+def test_push_onto_a_moved_branch_is_rejected_and_leaves_the_remote_alone(repo, remote: GitRemote) -> None:
+    tip = remote.fetch()
+    moved = repo.push({"README.md": "someone else\n"}, "concurrent change")
+    sha = remote.commit_file(base_sha=tip, path="x.txt", text="mine\n", message="mine")
+    with pytest.raises(PushRejected, match="moved"):
+        remote.push(sha)
+    assert repo.head() == moved
+
+
+def test_find_manifest_commit_only_trusts_the_pipeline_author(repo, remote: GitRemote) -> None:
+    repo.push({"README.md": "fake\n"}, "Update image tags [skip ci]\n\nSource-Commit: abc123")
+    remote.fetch()
+    assert remote.find_manifest_commit("abc123") is None
+    tip = remote.fetch()
+    sha = remote.commit_file(base_sha=tip, path="f", text="x\n", message="m\n\nSource-Commit: abc123\n")
+    remote.push(sha)
+    assert remote.find_manifest_commit("abc123") == sha
+
+
+def test_archive_is_a_build_context(repo, remote: GitRemote) -> None:
+    import io
+    import tarfile
+    tip = remote.fetch()
+    names = tarfile.open(fileobj=io.BytesIO(remote.archive(tip, "apps/fastapi"))).getnames()
+    assert "Dockerfile" in names
+    with pytest.raises(GitError, match="apps/nope"):
+        remote.archive(tip, "apps/nope")
+
+
+def test_token_never_appears_in_errors(tmp_path: Path) -> None:
+    remote = GitRemote(url="http://127.0.0.1:1/x.git", branch="master", cache_dir=tmp_path / "c", token="tok-SECRET")
+    with pytest.raises(GitError) as info:
+        remote.fetch()
+    assert "tok-SECRET" not in str(info.value)
+    assert "127.0.0.1:1/x.git" in str(info.value)

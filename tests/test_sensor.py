@@ -1,0 +1,99 @@
+"""The Git push sensor against a real remote on the git daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from coelho_pipeline.resources.git import GitResource
+from coelho_pipeline.sensors import git_push_sensor
+from pipeline_harness import DEV, make_source_repo, settings_for
+from coelho_pipeline.definitions import build_definitions
+
+PIPELINE = {"GIT_AUTHOR_NAME": "coelho-pipeline", "GIT_AUTHOR_EMAIL": "pipeline@coelho-realtime.local",
+            "GIT_COMMITTER_NAME": "coelho-pipeline", "GIT_COMMITTER_EMAIL": "pipeline@coelho-realtime.local"}
+
+
+@pytest.fixture
+def repo(git_server):
+    return make_source_repo(git_server, "127.0.0.1:5000/coelho")
+
+
+@pytest.fixture
+def resources(repo, tmp_path: Path) -> dict:
+    settings = settings_for(repo, "127.0.0.1:5000/coelho", tmp_path / "work", {})
+    return {"git": build_definitions(settings).resources["git"]}
+
+
+def tick(resources: dict, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+        return git_push_sensor(context)
+
+
+def test_first_tick_delivers_the_head(repo, resources) -> None:
+    result = tick(resources, None)
+    head = repo.head()
+    assert [r.partition_key for r in result.run_requests] == [head]
+    assert result.run_requests[0].run_key == head
+    assert result.dynamic_partitions_requests[0].partition_keys == [head]
+    assert result.cursor == head
+
+
+def test_no_new_commit_skips(repo, resources) -> None:
+    result = tick(resources, repo.head())
+    assert isinstance(result, dg.SkipReason) and "no new commit" in result.skip_message
+
+
+def test_burst_delivers_only_the_newest_and_records_the_rest(repo, resources) -> None:
+    start = repo.head()
+    first = repo.push({"apps/fastapi/main.py": "print(1)\n"}, "one")
+    second = repo.push({"apps/fastapi/main.py": "print(2)\n"}, "two")
+    third = repo.push({"apps/sveltekit/main.py": "print(3)\n"}, "three")
+
+    result = tick(resources, start)
+
+    assert [r.partition_key for r in result.run_requests] == [third]
+    assert result.dynamic_partitions_requests[0].partition_keys == [third]
+    assert result.cursor == third
+    (observation,) = result.asset_events
+    assert observation.metadata["superseded_by"].value == third
+    recorded = observation.metadata["superseded"].value
+    assert first in recorded and second in recorded and third not in recorded
+
+
+def test_pipeline_commits_are_skipped_but_move_the_cursor(repo, resources) -> None:
+    start = repo.head()
+    own = repo.push({"k3d/helm/values.yaml": repo.show("HEAD", "k3d/helm/values.yaml") + "\n# pipeline edit\n"},
+                    f"Update image tags to {start} [skip ci]", env=PIPELINE)
+
+    result = tick(resources, start)
+
+    assert not result.run_requests
+    assert result.cursor == own
+
+
+def test_skip_ci_from_anyone_is_skipped(repo, resources) -> None:
+    start = repo.head()
+    repo.push({"README.md": "x\n"}, "Tidy [skip ci]", env=DEV)
+    assert not tick(resources, start).run_requests
+
+
+def test_developer_commit_after_a_pipeline_commit_is_delivered(repo, resources) -> None:
+    start = repo.head()
+    repo.push({"k3d/helm/values.yaml": repo.show("HEAD", "k3d/helm/values.yaml") + "\n# pipeline edit\n"},
+              f"Update image tags to {start} [skip ci]", env=PIPELINE)
+    dev = repo.push({"apps/fastapi/main.py": "print(9)\n"}, "feature")
+
+    result = tick(resources, start)
+
+    assert [r.partition_key for r in result.run_requests] == [dev]
+    assert not result.asset_events  # the pipeline's own commit is not "superseded", it is ignored
+
+
+def test_unreachable_remote_fails_the_tick_with_the_url(resources, tmp_path) -> None:
+    git = GitResource(url="git://127.0.0.1:1/none.git", cache_dir=str(tmp_path / "other"))
+    with pytest.raises(Exception, match="127.0.0.1:1/none.git"):
+        tick({"git": git}, None)
