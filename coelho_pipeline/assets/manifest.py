@@ -8,13 +8,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-from ruamel.yaml import YAML
 
 from coelho_pipeline.catalog import App
-from coelho_pipeline.chart import ChartRenderError, render_chart, verify_images
+from coelho_pipeline.chart import ChartRenderError, argocd_helm_overrides, render_chart, verify_images
 from coelho_pipeline.domain import ManifestCommit, SourceCommit, ValuesEdit
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.git import GitError, GitRemote, GitResource, PushRejected
@@ -72,7 +70,7 @@ def build_helm_values(apps: Sequence[App]) -> dg.AssetsDefinition:
         yield dg.Output(edit, metadata={
             "path": target.values_path,
             "base_commit": tip,
-            "changed_lines": len(changes),
+            "tags_changed": len(changes),
             "changes": dg.MetadataValue.md("\n".join(f"- `{c.path}`: `{c.old}` → `{c.new}` (line {c.line})"
                                                       for c in changes) or "no change"),
         })
@@ -161,7 +159,8 @@ def render_problems(remote: GitRemote, tip: str, values_text: str, target: Deliv
     expected = {app.component: f"{reg.repository(app.image)}:{_tag_for(app, source_commit)}"
                 for app in target.catalog()}
     try:
-        overrides = _application_parameters(remote.read_file(tip, target.application_path))
+        application = remote.read_file(tip, target.application_path)
+        overrides = argocd_helm_overrides(application) if application else {}
         with tempfile.TemporaryDirectory() as tmp:
             chart_dir = Path(tmp) / "chart"
             with tarfile.open(fileobj=io.BytesIO(remote.archive(tip, target.chart_path))) as tar:
@@ -170,8 +169,8 @@ def render_problems(remote: GitRemote, tip: str, values_text: str, target: Deliv
                                    namespace=target.deploy_namespace, overrides=overrides)
     except ChartRenderError as e:
         return [f"the chart at {target.chart_path} does not render: {e}"]
-    except GitError as e:
-        return [str(e)]
+    except (GitError, ValueError) as e:
+        return [f"{target.application_path}: {e}" if isinstance(e, ValueError) else str(e)]
     return verify_images(objects, expected)
 
 
@@ -206,23 +205,6 @@ def _read_values(remote: GitRemote, sha: str, target: DeliveryTargetResource) ->
     if text is None:
         raise GitError(f"{target.values_path} does not exist on {remote.branch} at {sha}")
     return text
-
-
-def _application_parameters(manifest: str | None) -> dict[str, Any]:
-    """Helm parameters of the Argo CD Application (e.g. environment=production) as nested values."""
-    if not manifest:
-        return {}
-    values: dict[str, Any] = {}
-    for doc in YAML(typ="safe").load_all(manifest):
-        if not isinstance(doc, dict) or doc.get("kind") != "Application":
-            continue
-        for param in (((doc.get("spec") or {}).get("source") or {}).get("helm") or {}).get("parameters") or []:
-            node = values
-            *parents, leaf = str(param["name"]).split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = param.get("value")
-    return values
 
 
 def _result(commit: ManifestCommit) -> dg.Output[ManifestCommit]:

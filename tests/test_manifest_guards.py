@@ -1,0 +1,127 @@
+"""What stands between a delivery and the manifest branch: the push race, the render check."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from coelho_pipeline.assets import manifest
+from coelho_pipeline.dev import services
+from coelho_pipeline.resources.git import GitRemote, GitResource
+from pipeline_harness import Pipeline, check_results, make_source_repo, materializations, settings_for
+
+pytestmark = pytest.mark.docker
+
+# How many more times a competing writer wins the race, per developer clone (the runs are in-process).
+_RACES: dict[str, int] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class RacingRemote(GitRemote):
+    """A real GitRemote; between our commit and our push, another writer pushes to the branch."""
+
+    dev_clone: str = ""
+
+    def commit_file(self, **kwargs) -> str:
+        sha = super().commit_file(**kwargs)
+        if _RACES.get(self.dev_clone, 0) > 0:
+            _RACES[self.dev_clone] -= 1
+            clone = Path(self.dev_clone)
+            services.git("pull", "-q", "--ff-only", "origin", self.branch, cwd=clone)
+            values = clone / "k3d/helm/values.yaml"
+            values.write_text(values.read_text().replace("replicaCount: 1", "replicaCount: 2", 1)
+                              + f"# concurrent edit {_RACES[self.dev_clone]}\n")
+            services.git("commit", "-qam", "Concurrent values edit", cwd=clone,
+                         env={"GIT_AUTHOR_NAME": "Other", "GIT_AUTHOR_EMAIL": "other@example.test",
+                              "GIT_COMMITTER_NAME": "Other", "GIT_COMMITTER_EMAIL": "other@example.test"})
+            services.git("push", "-q", "origin", f"HEAD:refs/heads/{self.branch}", cwd=clone)
+        return sha
+
+
+class RacingGitResource(GitResource):
+    dev_clone: str
+
+    def remote(self) -> GitRemote:
+        base = super().remote()
+        return RacingRemote(**{f.name: getattr(base, f.name) for f in dataclasses.fields(GitRemote)},
+                            dev_clone=self.dev_clone)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host) -> Pipeline:
+    prefix = f"{registry_addr}/coelho"
+    repo = make_source_repo(git_server, prefix)
+    with dg.instance_for_test() as instance:
+        yield Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
+
+
+def _racing(pipeline: Pipeline, races: int) -> Pipeline:
+    _RACES[str(pipeline.repo.clone)] = races
+    git = pipeline.defs.resources["git"]
+    racing = RacingGitResource(url=git.url, branch=git.branch, cache_dir=git.cache_dir,
+                               author_name=git.author_name, author_email=git.author_email,
+                               dev_clone=str(pipeline.repo.clone))
+    pipeline.defs = dg.Definitions(assets=pipeline.defs.assets, jobs=pipeline.defs.jobs,
+                                   resources={**pipeline.defs.resources, "git": racing})
+    return pipeline
+
+
+def test_rejected_push_is_refetched_reapplied_and_retried(pipeline: Pipeline, monkeypatch) -> None:
+    monkeypatch.setattr(manifest, "PUSH_BACKOFF_SECONDS", (0.05,))
+    seed = pipeline.repo.head()
+    pipeline.instance.add_dynamic_partitions("source_commits", [seed, "0" * 40])
+    _racing(pipeline, races=2)
+
+    result = pipeline.deliver(seed)
+
+    assert result.success
+    commit = materializations(result)["manifest_commit"]
+    assert commit["created"] is True and commit["attempts"] == 3
+    log = pipeline.repo.log(4)
+    assert [s for _, _, s in log[:3]] == [f"Update image tags to {seed} [skip ci]",
+                                          "Concurrent values edit", "Concurrent values edit"]
+    values = pipeline.repo.show(log[0][0], "k3d/helm/values.yaml")
+    assert values.count(seed) == 3  # our three tags...
+    assert "replicaCount: 2" in values and "# concurrent edit 0" in values  # ...on top of their edits
+    # Exactly the three tag lines differ from the competitor's commit.
+    changed = [ln for ln in pipeline.repo.diff(log[1][0], log[0][0]).splitlines()
+               if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert len(changed) == 6 and all("tag:" in ln for ln in changed)
+
+
+def test_push_gives_up_after_bounded_attempts_and_leaves_no_commit(pipeline: Pipeline, monkeypatch) -> None:
+    monkeypatch.setattr(manifest, "PUSH_BACKOFF_SECONDS", (0.05,))
+    seed = pipeline.repo.head()
+    pipeline.instance.add_dynamic_partitions("source_commits", [seed, "0" * 40])
+    _racing(pipeline, races=manifest.PUSH_ATTEMPTS)
+
+    result = pipeline.deliver(seed)
+
+    assert not result.success
+    failure = result.failure_data_for_node("manifest_commit")
+    assert f"gave up after {manifest.PUSH_ATTEMPTS} attempts, nothing pushed" in failure.error.message
+    assert all(s == "Concurrent values edit" for _, _, s in pipeline.repo.log(manifest.PUSH_ATTEMPTS))
+    assert seed not in pipeline.repo.show("master", "k3d/helm/values.yaml")
+
+
+def test_a_template_that_does_not_render_blocks_the_commit(pipeline: Pipeline) -> None:
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    template = "k3d/helm/templates/fastapi/deployment.yaml"
+    broken = pipeline.repo.show("master", template) + "\n{{ .Values.fastapi.nosuch.key }}\n"
+    bad = pipeline.repo.push({template: broken, "apps/fastapi/main.py": "print('v2')\n"}, "Break the chart")
+    head = pipeline.repo.head()
+
+    result = pipeline.deliver(bad)
+
+    assert not result.success
+    assert check_results(result) == {"tags_exist_in_registry": True, "chart_renders_with_built_images": False}
+    evaluation = next(e for e in result.get_asset_check_evaluations()
+                      if e.check_name == "chart_renders_with_built_images")
+    problems = evaluation.metadata["problems"].value
+    assert "does not render" in problems and "nosuch" in problems  # Helm's own message
+    assert pipeline.repo.head() == head
+    assert "manifest_commit" not in materializations(result)
