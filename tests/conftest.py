@@ -95,3 +95,24 @@ def git_server(session_dir: Path) -> Iterator[GitServer]:
     service = services.start_git_daemon(base, port)
     yield GitServer(base, port)
     service.stop()
+
+
+@pytest.fixture
+def argocd_for_repo(tmp_path: Path):
+    """Factory: an Argo CD controller double serving the Application of k3d/argocd/application.yaml,
+    pointed at a test source repository; returns (double, kubeconfig path). Stopped at teardown."""
+    from argocd_double import ArgoCDControllerDouble, application_from_yaml
+
+    started = []
+
+    def start(repo, **options):
+        double = ArgoCDControllerDouble(**options).start()
+        started.append(double)
+        double.create_application(application_from_yaml(REPO_ROOT / "k3d" / "argocd" / "application.yaml"),
+                                  repo_url=repo.url)
+        return double, double.write_kubeconfig(tmp_path / f"kubeconfig-{len(started)}")
+
+    yield start
+    for double in started:
+        double.stop()
+        assert not double.errors, f"the Argo CD double's controller failed: {double.errors}"

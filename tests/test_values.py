@@ -1,6 +1,6 @@
 """Tests for coelho_pipeline.values: tag writes that change nothing but the tag.
 
-Covers the real-world values corpus (/work/shared/testdata/values-corpus, or
+Covers the real-world values corpus (tests/data/values-corpus, or
 $COELHO_VALUES_CORPUS), golden input/expected files under
 tests/golden/values/<case>/, every error path, idempotence and write-then-revert
 round trips. Expected outputs are written by hand or derived from the corpus'
@@ -37,7 +37,7 @@ REPO = TESTS.parent
 GOLDEN = TESTS / "golden" / "values"
 CORPUS = Path(
     os.environ.get("COELHO_VALUES_CORPUS")
-    or (REPO.parent / "shared" / "testdata" / "values-corpus")
+    or (REPO / "tests" / "data" / "values-corpus")
 ).resolve()
 
 NEW_TAG = "9.9.9-conformance"

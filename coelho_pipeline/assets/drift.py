@@ -30,7 +30,11 @@ def live_state(
     """The Application's sync state and the images its Deployments run, against the tags in Git."""
     client = argocd.client()
     if client is None:
-        context.log.warning("No cluster configured (KUBECONFIG and COELHO_KUBE_CONTEXT are unset): drift not checked.")
+        # Unknown is not "no drift": the check fails with a warning that says why.
+        reason = "No cluster configured (KUBECONFIG and COELHO_KUBE_CONTEXT are unset): drift not checked."
+        context.log.warning(reason)
+        yield dg.AssetCheckResult(check_name=LIVE_MATCHES_GIT, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"differences": reason})
         return
     remote = git.remote()
     try:

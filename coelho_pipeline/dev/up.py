@@ -26,7 +26,7 @@ BASE_IMAGES = "PYTHON_IMAGE=coelho-base/python:3.11-slim NODE_IMAGE=coelho-base/
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state")
-    parser.add_argument("--ui-port", type=int, default=3000)
+    parser.add_argument("--ui-port", type=int, default=3070)
     parser.add_argument("--registry-port", type=int, default=5000)
     parser.add_argument("--git-port", type=int, default=9418)
     args = parser.parse_args(argv)

@@ -1,0 +1,961 @@
+"""TEST DOUBLE of the Argo CD application controller, served by kmock on 127.0.0.1.
+
+This is not Argo CD. It is a small state machine that edits ``argoproj.io/v1alpha1``
+Application objects in a kmock ``KubernetesEmulator`` the way Argo CD's application controller
+does, so that code talking to the Kubernetes API (``coelho_pipeline.resources.argocd``, the
+Dagster assets and jobs that use it) can be tested end to end without a cluster:
+
+* refresh annotation ``argocd.argoproj.io/refresh`` -> resolve ``spec.source.targetRevision`` on
+  ``spec.source.repoURL`` with ``git ls-remote``, compare the images the values file asks for
+  with the live Deployments, write ``status.sync`` / ``status.resources`` / ``status.health`` /
+  ``status.reconciledAt``, remove the annotation;
+* top-level ``operation`` -> ``status.operationState`` Running; after ``sync_delay`` read the
+  values file at the revision from Git, write the Deployments, phase Succeeded (``syncResult``,
+  ``finishedAt``, ``history``), remove ``operation``, ``status.sync`` Synced at the revision,
+  health Progressing with ``reconciledAt`` left as it was (older than ``finishedAt``, as after a
+  real sync); then Healthy after ``health_delay`` with a new ``reconciledAt``;
+* switches: ``fail_next_sync``, ``degrade``/``recover``, ``stale_health_after_sync`` (the
+  kargo#41 race: Healthy from the previous comparison, ``reconciledAt < finishedAt``),
+  ``set_live_image`` (drift), ``add_condition``, ``auto_sync``.
+
+Not emulated: Helm rendering (only the image keys of the values file are read, with
+``spec.source.helm.parameters`` overrides), multi-source apps, sync waves/hooks/pruning,
+retries (``operation.retry``), self-heal, the periodic 3-minute resync, Terminating, sync
+windows, the Argo CD API server. Auto-sync (off by default) runs once per revision.
+
+It runs in its own daemon thread with its own asyncio loop, so it works inside pytest (sync or
+async tests) and for subprocesses (the Dagster daemon's run workers) that reach it through
+``.url`` / ``.write_kubeconfig(path)``.
+
+kmock 0.8 notes (environment.md §8), and how this module deals with them:
+
+* PUT answers 404 -> every write here is a merge PATCH (``Content-Type:
+  application/merge-patch+json``), like ``kubectl patch --type merge``; ``null`` deletes a key.
+* POST answers 200, not 201 -> creation goes through POST and the object is read back.
+* No ``resourceVersion`` -> no optimistic concurrency. The controller reads the stored object
+  and patches only the fields it owns; a client patch can land between the read and the write
+  (the real controller uses resourceVersion conflicts for this). Low risk at these speeds.
+* ``("group/version/plural", ns, name) in k.objects`` is always False (the string is not
+  parsed by ``__contains__``); this module keys by ``kmock.resource(...)`` instances.
+* Label/field selectors are ignored -> readers must filter client-side.
+* Watches never end by themselves -> the controller does not watch; it polls the stored
+  objects every ``poll_interval`` seconds *in the loop thread* (``k.objects[...]`` is a plain
+  in-memory structure, safe to read there). Writes go through kmock's own in-loop HTTP client
+  (``k.patch``/``k.post``) rather than mutating ``k.objects`` directly: that path takes the
+  emulator's lock, applies merge-patch semantics and publishes MODIFIED/ADDED events to
+  watchers. Direct ``k.objects[...].patch(...)`` also works (probed) but is invisible to watches.
+* A reaction such as ``k[PATCH, resource] << 403`` changes the *answer* only: the emulator still
+  applies the patch to the stored object. Permission errors are therefore not emulated here;
+  test them with an injected API object that raises ``ApiException``.
+* Every request is recorded by kmock forever (``list(k)``); long runs with fast client polling
+  grow memory by a few hundred bytes per request. Fine for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import kmock
+from ruamel.yaml import YAML
+
+APPLICATIONS = "argoproj.io/v1alpha1/applications"
+DEPLOYMENTS = "apps/v1/deployments"
+REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
+DEFAULT_IMAGE_VALUES: Mapping[str, str] = {
+    "fastapi.image": "coelho-realtime-fastapi",
+    "kafkaProducers.image": "coelho-realtime-kafka-producers",
+    "sveltekit.image": "coelho-realtime-sveltekit",
+}
+DUMMY_TOKEN = "kmock-dummy-token"  # noqa: S105 - not a credential; kmock accepts anything
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# Parsed resource keys: ``(str, ns, name) in k.objects`` is always False in kmock 0.8
+# (``__contains__`` does not parse the string, ``__getitem__`` does).
+_APP_RES = kmock.resource(APPLICATIONS)
+_DEPLOY_RES = kmock.resource(DEPLOYMENTS)
+
+_log = logging.getLogger(__name__)
+
+
+class DoubleError(RuntimeError):
+    """The double itself failed (startup, git, a call from the test into the loop)."""
+
+
+class _RenderError(Exception):
+    """Git or values problems: what Argo CD reports as ComparisonError."""
+
+
+@dataclass
+class _Operation:
+    spec: dict[str, Any]
+    revision: str
+    started_at: str
+    apply_at: float
+
+
+@dataclass
+class _AppState:
+    op: _Operation | None = None
+    compare_requested: bool = False
+    healthy_at: float | None = None  # rollout finishes (monotonic)
+    stale_until: float | None = None  # stale health shown until (monotonic)
+    degraded: str | None = None
+    auto_synced: set[str] = field(default_factory=set)
+    history_id: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the double did, for assertions: ``at`` is ``time.monotonic()``."""
+
+    at: float
+    kind: str  # refresh | operation-started | operation-finished | health | stale-health | auto-sync | live-edit
+    app: str  # namespace/name ("" for events not tied to an Application)
+    detail: Mapping[str, Any]
+
+
+def application_from_yaml(text_or_path: str | os.PathLike[str], *, name: str | None = None) -> dict[str, Any]:
+    """The Application document of a (multi-document) manifest such as k3d/argocd/application.yaml."""
+    text = str(text_or_path)
+    if isinstance(text_or_path, os.PathLike) or ("\n" not in text and Path(text).is_file()):
+        text = Path(text_or_path).read_text()
+    docs = [d for d in YAML(typ="safe").load_all(text) if isinstance(d, dict)]
+    apps = [
+        d
+        for d in docs
+        if d.get("kind") == "Application" and (name is None or (d.get("metadata") or {}).get("name") == name)
+    ]
+    if len(apps) != 1:
+        raise DoubleError(f"expected one Application{f' named {name}' if name else ''}, found {len(apps)}")
+    return apps[0]
+
+
+class ArgoCDControllerDouble:
+    """TEST DOUBLE of the Argo CD application controller over a kmock Kubernetes API.
+
+    Args:
+        image_values: values-file key of an image block -> Deployment name. The block is either
+            ``{repository, tag}`` (coelho-pipeline's layout; an empty tag falls back to the
+            chart's ``appVersion``, and ``<app>.enabled: false`` renders no Deployment, as the
+            chart does) or a ``repo:tag`` string.
+        deploy_namespace: namespace of the Deployments (``spec.destination.namespace`` wins).
+        sync_delay: seconds an operation stays Running before it applies.
+        health_delay: seconds from apply to Healthy (the rollout).
+        stale_health_after_sync: after a sync, keep showing the previous Healthy with the old
+            ``reconciledAt`` for ``stale_health_seconds`` (a refresh ends it early).
+        auto_sync: when ``spec.syncPolicy.automated`` is set, sync a new OutOfSync revision
+            once (Argo CD runs automated sync at most once per revision).
+        compare_on_live_change: re-compare when a Deployment is edited via ``set_live_image``
+            (Argo CD watches live objects and refreshes on change).
+        whole_second_timestamps: write timestamps like Kubernetes ``metav1.Time`` (whole
+            seconds) instead of microseconds.
+        poll_interval: controller loop period.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_values: Mapping[str, str] = DEFAULT_IMAGE_VALUES,
+        deploy_namespace: str = "coelho-realtime",
+        sync_delay: float = 0.2,
+        health_delay: float = 0.2,
+        stale_health_after_sync: bool = False,
+        stale_health_seconds: float = 0.5,
+        auto_sync: bool = False,
+        compare_on_live_change: bool = True,
+        whole_second_timestamps: bool = False,
+        poll_interval: float = 0.05,
+        git_timeout: float = 30.0,
+    ) -> None:
+        self.image_values = dict(image_values)
+        self.deploy_namespace = deploy_namespace
+        self.sync_delay = sync_delay
+        self.health_delay = health_delay
+        self.stale_health_after_sync = stale_health_after_sync
+        self.stale_health_seconds = stale_health_seconds
+        self.auto_sync = auto_sync
+        self.compare_on_live_change = compare_on_live_change
+        self.whole_second_timestamps = whole_second_timestamps
+        self.poll_interval = poll_interval
+        self.git_timeout = git_timeout
+
+        self.events: list[Event] = []
+        self.errors: list[BaseException] = []  # controller-loop failures; should stay empty
+
+        self._fail_next: str | None = None
+        self._conditions: list[dict[str, str]] = []
+        self._states: dict[tuple[str, str], _AppState] = {}
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._k: kmock.KubernetesEmulator | None = None
+        self._url: str | None = None
+        self._workdir = Path(tempfile.mkdtemp(prefix="argocd-double-"))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> ArgoCDControllerDouble:
+        if self._thread is not None:
+            raise DoubleError("the double is already started")
+        self._thread = threading.Thread(target=self._thread_main, name="argocd-double", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise DoubleError(f"kmock did not start within {timeout}s")
+        if self._startup_error is not None:
+            raise DoubleError(f"kmock failed to start: {self._startup_error!r}") from self._startup_error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server and the controller, join the thread, remove the git cache."""
+        if self._thread is not None and self._loop is not None and self._stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # loop already closed
+                pass
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise DoubleError(f"the double's thread did not stop within {timeout}s")
+        self._thread = None
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> ArgoCDControllerDouble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise DoubleError("the double is not started")
+        return self._url
+
+    @property
+    def emulator(self) -> kmock.KubernetesEmulator:
+        """The kmock emulator; touch it only through ``call()`` (it lives in the loop thread)."""
+        if self._k is None:
+            raise DoubleError("the double is not started")
+        return self._k
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], *, context: str = "kmock", namespace: str = "argocd") -> Path:
+        """A kubeconfig for ``.url`` with a dummy bearer token (the official client accepts it)."""
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "kmock", "user": {"token": DUMMY_TOKEN}}],
+            "contexts": [{"name": context, "context": {"cluster": "kmock", "user": "kmock", "namespace": namespace}}],
+            "current-context": context,
+            "preferences": {},
+        }
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(kubeconfig, indent=2) + "\n")  # JSON is YAML
+        return target
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn()`` (sync or returning an awaitable) in the loop thread and return its result."""
+        if self._loop is None or self._thread is None:
+            raise DoubleError("the double is not started")
+
+        async def runner() -> Any:
+            result = fn()
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(runner(), self._loop).result(timeout)
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def create_application(self, manifest: Mapping[str, Any], *, repo_url: str | None = None) -> dict[str, Any]:
+        """Store an Application (e.g. loaded from ``application.yaml``); returns it as stored.
+
+        ``repo_url`` replaces ``spec.source.repoURL`` (the committed manifest names the real
+        GitLab; tests point it at a local bare repo, a ``file://`` URL or a ``git://`` daemon).
+        """
+        manifest = copy.deepcopy(dict(manifest))
+        if repo_url is not None:
+            manifest.setdefault("spec", {}).setdefault("source", {})["repoURL"] = repo_url
+        meta = manifest.setdefault("metadata", {})
+        if not meta.get("name"):
+            raise DoubleError("the Application manifest has no metadata.name")
+        meta.setdefault("namespace", "argocd")
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", self._now())
+        manifest.setdefault("apiVersion", "argoproj.io/v1alpha1")
+        manifest.setdefault("kind", "Application")
+        ns, name = meta["namespace"], meta["name"]
+
+        async def create() -> None:
+            resp = await self.emulator.post(_collection_path(APPLICATIONS, ns), json=manifest)
+            text = await resp.text()
+            if resp.status >= 300:
+                raise DoubleError(f"creating Application {ns}/{name}: HTTP {resp.status} {text}")
+            self._states[(ns, name)] = _AppState(compare_requested=True)  # initial comparison
+
+        self.call(create)
+        return self.application(name=name, namespace=ns)
+
+    def application(self, name: str | None = None, namespace: str = "argocd") -> dict[str, Any]:
+        """The stored Application (the only one if ``name`` is None)."""
+
+        def read() -> dict[str, Any]:
+            keys = [key for key in self._app_keys() if key[0] == namespace and (name is None or key[1] == name)]
+            if len(keys) != 1:
+                raise DoubleError(f"expected one Application in {namespace} named {name or '*'}, found {keys}")
+            return copy.deepcopy(self.emulator.objects[_APP_RES, keys[0][0], keys[0][1]].raw)
+
+        return self.call(read)
+
+    def deployments(self, namespace: str | None = None) -> dict[str, dict[str, Any]]:
+        """Deployment name -> stored object, in ``namespace`` (default: ``deploy_namespace``)."""
+        ns = namespace or self.deploy_namespace
+
+        def read() -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for (res, obj_ns, obj_name), obj in self.emulator.objects.items():
+                if _res_str(res) == DEPLOYMENTS and obj_ns == ns and not obj.deleted:
+                    out[obj_name] = copy.deepcopy(obj.raw)
+            return dict(sorted(out.items()))
+
+        return self.call(read)
+
+    def live_images(self, namespace: str | None = None) -> dict[str, str]:
+        """Deployment name -> first container image."""
+        return {name: _first_image(obj) or "" for name, obj in self.deployments(namespace).items()}
+
+    # -- behaviour switches ----------------------------------------------------------------
+
+    def fail_next_sync(self, message: str = "one or more objects failed to apply") -> None:
+        """The next operation ends with phase Failed and this message (nothing is applied)."""
+        self._fail_next = message
+
+    def degrade(self, message: str = "Deployment has exceeded its progress deadline") -> None:
+        """Live health becomes Degraded (now, and after later syncs) until ``recover()``."""
+
+        async def go() -> None:
+            for key in self._app_keys():
+                st = self._state(key)
+                st.degraded = message
+                await self._patch_app(
+                    key, {"status": {"health": {"status": "Degraded", "message": message}, "reconciledAt": self._now()}}
+                )
+                self._event("health", key, status="Degraded", message=message)
+
+        self.call(go)
+
+    def recover(self) -> None:
+        """Undo ``degrade``: health follows the rollout again (Healthy once it is done)."""
+
+        async def go() -> None:
+            for key in self._app_keys():
+                self._state(key).degraded = None
+                await self._write_health(key)
+
+        self.call(go)
+
+    def add_condition(self, type_: str, message: str) -> None:
+        """Report a condition (e.g. ComparisonError) on every Application from now on."""
+
+        async def go() -> None:
+            self._conditions.append({"type": type_, "message": message})
+            for key in self._app_keys():
+                await self._patch_app(key, {"status": {"conditions": self._conditions_now([])}})
+
+        self.call(go)
+
+    def clear_conditions(self) -> None:
+        async def go() -> None:
+            self._conditions.clear()
+            for key in self._app_keys():
+                await self._patch_app(key, {"status": {"conditions": None}})
+
+        self.call(go)
+
+    def set_live_image(self, deployment: str, image: str, *, namespace: str | None = None, container: int = 0) -> None:
+        """Someone edits a live Deployment (drift); Argo CD notices and re-compares."""
+        ns = namespace or self.deploy_namespace
+
+        async def go() -> None:
+            key = (_DEPLOY_RES, ns, deployment)
+            objs = self.emulator.objects
+            if key not in objs or objs[key].deleted:
+                raise DoubleError(f"no Deployment {ns}/{deployment}")
+            containers = copy.deepcopy(objs[key].raw["spec"]["template"]["spec"]["containers"])
+            containers[container]["image"] = image
+            path = _object_path(DEPLOYMENTS, ns, deployment)
+            await self._http_patch(path, {"spec": {"template": {"spec": {"containers": containers}}}})
+            self._event("live-edit", None, deployment=f"{ns}/{deployment}", image=image)
+            if self.compare_on_live_change:
+                for app_key in self._app_keys():
+                    self._state(app_key).compare_requested = True
+
+        self.call(go)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def events_of(self, kind: str) -> list[Event]:
+        return [e for e in list(self.events) if e.kind == kind]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
+        """Block until ``predicate()`` is true (for tests); raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            time.sleep(interval)
+
+    # -- thread / loop ---------------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # noqa: BLE001 - reported to start() or kept in errors
+            if not self._ready.is_set():
+                self._startup_error = e
+                self._ready.set()
+            else:
+                self.errors.append(e)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with kmock.KubernetesEmulator() as k, kmock.Server(k, host="127.0.0.1") as srv:
+            k.resources[APPLICATIONS] = {
+                "kind": "Application",
+                "namespaced": True,
+                "singular": "application",
+                "shortnames": ["app", "apps"],
+                "verbs": ["get", "list", "watch", "patch", "create", "delete"],
+            }
+            k.resources[DEPLOYMENTS] = {
+                "kind": "Deployment",
+                "namespaced": True,
+                "singular": "deployment",
+                "shortnames": ["deploy"],
+                "verbs": ["get", "list", "watch", "patch", "create", "delete"],
+            }
+            self._k = k
+            self._url = str(srv.url).rstrip("/")
+            self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    await self._tick()
+                except Exception as e:  # noqa: BLE001 - keep serving; tests assert errors == []
+                    _log.exception("argocd double: controller tick failed")
+                    self.errors.append(e)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _tick(self) -> None:
+        for key in self._app_keys():
+            await self._reconcile(key)
+
+    def _app_keys(self) -> list[tuple[str, str]]:
+        keys = []
+        for (res, ns, name), obj in self.emulator.objects.items():
+            if _res_str(res) == APPLICATIONS and not obj.deleted:
+                keys.append((ns or "", name))
+        return sorted(keys)
+
+    def _state(self, key: tuple[str, str]) -> _AppState:
+        return self._states.setdefault(key, _AppState(compare_requested=True))
+
+    def _read(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        obj_key = (_APP_RES, key[0], key[1])
+        objs = self.emulator.objects
+        if obj_key not in objs or objs[obj_key].deleted:
+            return None
+        return copy.deepcopy(objs[obj_key].raw)
+
+    # -- controller ------------------------------------------------------------------------
+
+    async def _reconcile(self, key: tuple[str, str]) -> None:
+        app = self._read(key)
+        if app is None:
+            return
+        st = self._state(key)
+        now = time.monotonic()
+
+        # Operations first: Argo CD's operation processors run independently of refreshes.
+        requested = app.get("operation")
+        if st.op is None and requested is not None:
+            await self._start_operation(key, app, requested)
+            return
+        if st.op is not None and now >= st.op.apply_at:
+            await self._finish_operation(key, app)
+            return
+
+        annotation = ((app.get("metadata") or {}).get("annotations") or {}).get(REFRESH_ANNOTATION)
+        if annotation is not None or st.compare_requested:
+            st.compare_requested = False
+            await self._compare(key, app, reason=f"refresh={annotation}" if annotation else "controller")
+            return
+
+        if st.stale_until is not None and now >= st.stale_until:
+            st.stale_until = None
+            self._event("stale-health", key, ended=True)
+            await self._write_health(key)
+            return
+        if st.stale_until is None and st.healthy_at is not None and now >= st.healthy_at:
+            st.healthy_at = None
+            await self._write_health(key)
+            return
+
+    async def _start_operation(self, key: tuple[str, str], app: dict[str, Any], requested: dict[str, Any]) -> None:
+        st = self._state(key)
+        started = self._now()
+        revision = ((requested.get("sync") or {}).get("revision")) or ""
+        try:
+            if not _SHA_RE.match(revision):
+                revision = await self._resolve(app, revision or None)
+        except _RenderError as e:
+            await self._patch_app(
+                key,
+                {
+                    "operation": None,
+                    "status": {
+                        "operationState": {
+                            "operation": requested,
+                            "phase": "Error",
+                            "message": str(e),
+                            "startedAt": started,
+                            "finishedAt": self._now(),
+                        }
+                    },
+                },
+            )
+            self._event("operation-finished", key, phase="Error", message=str(e))
+            return
+        st.op = _Operation(spec=requested, revision=revision, started_at=started, apply_at=time.monotonic() + self.sync_delay)
+        await self._patch_app(
+            key,
+            {
+                "status": {
+                    "operationState": {
+                        "operation": requested,
+                        "phase": "Running",
+                        "message": "one or more tasks are running",
+                        "startedAt": started,
+                        "syncResult": None,
+                        "finishedAt": None,
+                    }
+                }
+            },
+        )
+        by = (requested.get("initiatedBy") or {}).get("username") or "automated"
+        self._event("operation-started", key, revision=revision, initiated_by=by)
+
+    async def _finish_operation(self, key: tuple[str, str], app: dict[str, Any]) -> None:
+        st = self._state(key)
+        op = st.op
+        assert op is not None
+        st.op = None
+        source = copy.deepcopy((app.get("spec") or {}).get("source") or {})
+        status = app.get("status") or {}
+        # Clear ``operation`` only if it is still the one we ran (someone may have replaced it).
+        clear_op = {"operation": None} if app.get("operation") == op.spec else {}
+        op_state: dict[str, Any] = {"operation": op.spec, "startedAt": op.started_at}
+
+        if self._fail_next is not None:
+            message, self._fail_next = self._fail_next, None
+            op_state.update(phase="Failed", message=message, finishedAt=self._now())
+            await self._patch_app(key, {**clear_op, "status": {"operationState": op_state}})
+            self._event("operation-finished", key, phase="Failed", revision=op.revision, message=message)
+            return
+        try:
+            desired = await self._desired_images(app, op.revision)
+        except _RenderError as e:
+            op_state.update(phase="Failed", message=f"ComparisonError: {e}", finishedAt=self._now())
+            await self._patch_app(key, {**clear_op, "status": {"operationState": op_state}})
+            self._event("operation-finished", key, phase="Failed", revision=op.revision, message=str(e))
+            return
+
+        ns = self._destination_namespace(app)
+        results = []
+        for deployment, image in desired.items():
+            verb = await self._apply_deployment(key, ns, deployment, image)
+            results.append(
+                {
+                    "group": "apps",
+                    "version": "v1",
+                    "kind": "Deployment",
+                    "namespace": ns,
+                    "name": deployment,
+                    "status": "Synced",
+                    "message": f"deployment.apps/{deployment} {verb}",
+                    "hookPhase": "Running",
+                    "syncPhase": "Sync",
+                }
+            )
+        finished = self._now()
+        op_state.update(
+            phase="Succeeded",
+            message="successfully synced (all tasks run)",
+            finishedAt=finished,
+            syncResult={"revision": op.revision, "source": source, "resources": results},
+        )
+        st.history_id += 1
+        history = list(status.get("history") or [])
+        history.append(
+            {
+                "id": st.history_id,
+                "revision": op.revision,
+                "deployStartedAt": op.started_at,
+                "deployedAt": finished,
+                "source": source,
+                "initiatedBy": op.spec.get("initiatedBy") or {},
+            }
+        )
+        limit = (app.get("spec") or {}).get("revisionHistoryLimit", 10)
+        new_status: dict[str, Any] = {
+            "operationState": op_state,
+            "history": history[-limit:] if limit else history,
+            "summary": {"images": sorted(set(desired.values()))},
+            # The post-sync partial comparison: Synced at the revision just applied.
+            "sync": self._sync_block(app, "Synced", op.revision),
+            "resources": self._resources_block(ns, desired, desired),
+        }
+        now = time.monotonic()
+        if self.stale_health_after_sync:
+            # Keep health and reconciledAt from the previous comparison (kargo#41).
+            st.stale_until = now + self.stale_health_seconds
+            st.healthy_at = st.stale_until + self.health_delay
+        else:
+            new_status["health"] = {"status": "Progressing", "message": "Waiting for rollout to finish"}
+            st.healthy_at = now + self.health_delay
+        if st.degraded is not None:
+            st.healthy_at = now  # the rollout "ends" Degraded
+        await self._patch_app(key, {**clear_op, "status": new_status})
+        self._event("operation-finished", key, phase="Succeeded", revision=op.revision, finished_at=finished)
+        if self.stale_health_after_sync:
+            self._event("stale-health", key, ended=False, health=(status.get("health") or {}).get("status"))
+
+    async def _compare(self, key: tuple[str, str], app: dict[str, Any], *, reason: str) -> None:
+        """A refresh: resolve, compare desired vs live, write the verdict, drop the annotation."""
+        st = self._state(key)
+        patch: dict[str, Any] = {"metadata": {"annotations": {REFRESH_ANNOTATION: None}}}
+        try:
+            revision = await self._resolve(app, None)
+            desired = await self._desired_images(app, revision)
+        except _RenderError as e:
+            patch["status"] = {
+                "sync": {**self._sync_block(app, "Unknown", None), "revision": None},
+                "conditions": self._conditions_now([{"type": "ComparisonError", "message": str(e)}]),
+                "reconciledAt": self._now(),
+            }
+            await self._patch_app(key, patch)
+            self._event("refresh", key, reason=reason, error=str(e))
+            return
+        ns = self._destination_namespace(app)
+        live = self._live_images(ns)
+        synced = all(live.get(d) == image for d, image in desired.items())
+        st.stale_until = None  # a fresh comparison replaces stale health
+        health, message = self._health_now(key, ns, desired)
+        patch["status"] = {
+            "sync": self._sync_block(app, "Synced" if synced else "OutOfSync", revision),
+            "resources": self._resources_block(ns, desired, live),
+            "health": {"status": health, "message": message},
+            "conditions": self._conditions_now([]),
+            "reconciledAt": self._now(),
+        }
+        await self._patch_app(key, patch)
+        self._event("refresh", key, reason=reason, revision=revision, synced=synced, health=health)
+        automated = ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated")
+        if (
+            self.auto_sync
+            and automated is not None
+            and not synced
+            and revision not in st.auto_synced
+            and st.op is None
+            and app.get("operation") is None
+        ):
+            st.auto_synced.add(revision)
+            await self._patch_app(
+                key, {"operation": {"initiatedBy": {"automated": True}, "sync": {"revision": revision}}}
+            )
+            self._event("auto-sync", key, revision=revision)
+
+    async def _write_health(self, key: tuple[str, str]) -> None:
+        app = self._read(key)
+        if app is None:
+            return
+        ns = self._destination_namespace(app)
+        try:
+            desired = await self._desired_images(app, ((app.get("status") or {}).get("sync") or {}).get("revision"))
+        except _RenderError:
+            desired = {}
+        health, message = self._health_now(key, ns, desired)
+        await self._patch_app(key, {"status": {"health": {"status": health, "message": message}, "reconciledAt": self._now()}})
+        self._event("health", key, status=health)
+
+    def _health_now(self, key: tuple[str, str], ns: str, desired: Mapping[str, str]) -> tuple[str, str | None]:
+        st = self._state(key)
+        live = self._live_images(ns)
+        if st.degraded is not None:
+            return "Degraded", st.degraded
+        if any(d not in live for d in desired) or not live:
+            return "Missing", None
+        if st.healthy_at is not None and time.monotonic() < st.healthy_at:
+            return "Progressing", "Waiting for rollout to finish"
+        return "Healthy", None
+
+    # -- git / values ----------------------------------------------------------------------
+
+    async def _resolve(self, app: Mapping[str, Any], revision: str | None) -> str:
+        source = (app.get("spec") or {}).get("source") or {}
+        repo = source.get("repoURL")
+        target = revision or source.get("targetRevision") or "HEAD"
+        if not repo:
+            raise _RenderError("spec.source.repoURL is empty")
+        if _SHA_RE.match(target):
+            return target
+        out = await self._git("ls-remote", repo, cwd=None)
+        refs: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            refs[ref] = sha
+        for candidate in (target, f"refs/heads/{target}", f"refs/tags/{target}^{{}}", f"refs/tags/{target}"):
+            if candidate in refs:
+                return refs[candidate]
+        raise _RenderError(f"unable to resolve '{target}' to a commit SHA in {repo}")
+
+    async def _desired_images(self, app: Mapping[str, Any], revision: str | None) -> dict[str, str]:
+        """Deployment name -> image, from the values file at ``revision`` (+ helm.parameters)."""
+        if not revision:
+            return {}
+        source = (app.get("spec") or {}).get("source") or {}
+        helm = source.get("helm") or {}
+        value_files = helm.get("valueFiles") or ["values.yaml"]
+        path = "/".join(p for p in ((source.get("path") or "").strip("/"), value_files[0]) if p)
+        text = await self._show(source.get("repoURL") or "", revision, path)
+        try:
+            values = YAML(typ="safe").load(text) or {}
+        except Exception as e:  # noqa: BLE001 - any YAML error is a render error
+            raise _RenderError(f"{path} at {revision[:12]}: invalid YAML: {e}") from e
+        for param in helm.get("parameters") or ():
+            _set_path(values, str(param.get("name", "")), param.get("value"))
+        images: dict[str, str] = {}
+        app_version: str | None = None
+        for values_key, deployment in self.image_values.items():
+            parent = _get_path(values, values_key.rpartition(".")[0]) if "." in values_key else values
+            if isinstance(parent, Mapping) and parent.get("enabled") is False:
+                continue  # the chart's `{{- if .Values.<app>.enabled }}`: not rendered at all
+            block = _get_path(values, values_key)
+            if isinstance(block, str) and block:
+                images[deployment] = block
+                continue
+            if not isinstance(block, Mapping) or not block.get("repository"):
+                raise _RenderError(f"{path} at {revision[:12]}: {values_key}.repository must not be empty")
+            tag = block.get("tag")
+            if tag in (None, ""):
+                # Helm convention (and the chart's coelho-realtime.imageTag): fall back to appVersion.
+                if app_version is None:
+                    app_version = await self._app_version(source, revision)
+                if not app_version:
+                    raise _RenderError(
+                        f"{values_key}.tag is empty and the chart has no appVersion to fall back to"
+                    )
+                tag = app_version
+            images[deployment] = f"{block['repository']}:{tag}"
+        return images
+
+    async def _app_version(self, source: Mapping[str, Any], revision: str) -> str:
+        chart = "/".join(p for p in ((source.get("path") or "").strip("/"), "Chart.yaml") if p)
+        try:
+            text = await self._show(source.get("repoURL") or "", revision, chart)
+        except _RenderError:
+            return ""
+        data = YAML(typ="safe").load(text) or {}
+        return str(data.get("appVersion") or "") if isinstance(data, Mapping) else ""
+
+    async def _show(self, repo: str, revision: str, path: str) -> str:
+        cache = self._workdir / hashlib.sha256(repo.encode()).hexdigest()[:16]
+        if not cache.exists():
+            await self._git("init", "--bare", "--quiet", str(cache), cwd=None)
+        try:
+            await self._git("cat-file", "-e", f"{revision}^{{commit}}", cwd=cache)
+        except _RenderError:
+            await self._git(
+                "fetch", "--quiet", "--prune", repo, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", cwd=cache
+            )
+        try:
+            return await self._git("show", f"{revision}:{path}", cwd=cache)
+        except _RenderError as e:
+            raise _RenderError(f"cannot read {path} at {revision[:12]} from {repo}: {e}") from e
+
+    async def _git(self, *args: str, cwd: Path | None) -> str:
+        cmd = ["git", *(["--git-dir", str(cwd)] if cwd else []), *args]
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.git_timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise _RenderError(f"git {args[0]} timed out after {self.git_timeout}s") from None
+        if proc.returncode != 0:
+            raise _RenderError(f"git {args[0]} failed: {err.decode(errors='replace').strip()}")
+        return out.decode()
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def _apply_deployment(self, key: tuple[str, str], ns: str, name: str, image: str) -> str:
+        objs = self.emulator.objects
+        obj_key = (_DEPLOY_RES, ns, name)
+        app_name = key[1]
+        component = name[len(app_name) + 1 :] if name.startswith(app_name + "-") else name
+        if obj_key in objs and not objs[obj_key].deleted:
+            containers = copy.deepcopy(objs[obj_key].raw["spec"]["template"]["spec"]["containers"])
+            if containers[0].get("image") == image:
+                return "unchanged"
+            containers[0]["image"] = image
+            await self._http_patch(
+                _object_path(DEPLOYMENTS, ns, name), {"spec": {"template": {"spec": {"containers": containers}}}}
+            )
+            return "configured"
+        labels = {
+            "app.kubernetes.io/instance": app_name,  # Argo CD's default tracking label
+            "app.kubernetes.io/name": app_name,
+            "app.kubernetes.io/component": component,
+        }
+        selector = {"app.kubernetes.io/instance": app_name, "app.kubernetes.io/component": component}
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "uid": str(uuid.uuid4())},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": component, "image": image}]},
+                },
+            },
+        }
+        resp = await self.emulator.post(_collection_path(DEPLOYMENTS, ns), json=body)
+        text = await resp.text()
+        if resp.status >= 300:
+            raise DoubleError(f"creating Deployment {ns}/{name}: HTTP {resp.status} {text}")
+        return "created"
+
+    async def _patch_app(self, key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        await self._http_patch(_object_path(APPLICATIONS, key[0], key[1]), patch)
+
+    async def _http_patch(self, path: str, patch: Mapping[str, Any]) -> None:
+        resp = await self.emulator.patch(
+            path, data=json.dumps(patch), headers={"Content-Type": "application/merge-patch+json"}
+        )
+        text = await resp.text()
+        if resp.status >= 300:
+            raise DoubleError(f"PATCH {path}: HTTP {resp.status} {text}")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        now = datetime.now(timezone.utc)
+        if self.whole_second_timestamps:
+            return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def _event(self, kind: str, key: tuple[str, str] | None, **detail: Any) -> None:
+        app = f"{key[0]}/{key[1]}" if key else ""
+        self.events.append(Event(at=time.monotonic(), kind=kind, app=app, detail=detail))
+
+    def _destination_namespace(self, app: Mapping[str, Any]) -> str:
+        return ((app.get("spec") or {}).get("destination") or {}).get("namespace") or self.deploy_namespace
+
+    def _live_images(self, ns: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for (res, obj_ns, name), obj in self.emulator.objects.items():
+            if _res_str(res) == DEPLOYMENTS and obj_ns == ns and not obj.deleted:
+                out[name] = _first_image(obj.raw) or ""
+        return out
+
+    def _sync_block(self, app: Mapping[str, Any], status: str, revision: str | None) -> dict[str, Any]:
+        spec = app.get("spec") or {}
+        return {
+            "status": status,
+            "revision": revision,
+            "comparedTo": {"source": copy.deepcopy(spec.get("source") or {}), "destination": copy.deepcopy(spec.get("destination") or {})},
+        }
+
+    def _resources_block(self, ns: str, desired: Mapping[str, str], live: Mapping[str, str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "group": "apps",
+                "version": "v1",
+                "kind": "Deployment",
+                "namespace": ns,
+                "name": deployment,
+                "status": "Synced" if live.get(deployment) == image else "OutOfSync",
+            }
+            for deployment, image in sorted(desired.items())
+        ]
+
+    def _conditions_now(self, extra: list[dict[str, str]]) -> list[dict[str, str]] | None:
+        conditions = [{**c, "lastTransitionTime": self._now()} for c in [*self._conditions, *extra]]
+        return conditions or None
+
+
+def _res_str(res: Any) -> str:
+    return f"{res.group}/{res.version}/{res.plural}" if res.group else f"{res.version}/{res.plural}"
+
+
+def _collection_path(resource: str, namespace: str) -> str:
+    group_version, _, plural = resource.rpartition("/")
+    prefix = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}"
+
+
+def _object_path(resource: str, namespace: str, name: str) -> str:
+    return f"{_collection_path(resource, namespace)}/{name}"
+
+
+def _first_image(obj: Mapping[str, Any]) -> str | None:
+    containers = ((((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")) or []
+    return containers[0].get("image") if containers else None
+
+
+def _get_path(values: Any, dotted: str) -> Any:
+    node = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    if not dotted:
+        return
+    parts = dotted.split(".")
+    node = values
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = node[part] = {}
+        node = nxt
+    node[parts[-1]] = value
