@@ -273,12 +273,18 @@ def _read(text: str, path: str, source: str) -> _Scalar:
     return _locate(text, _compose(text, source, path), path, steps, source)
 
 
+@functools.lru_cache(maxsize=8)
+def _compose_cached(text: str) -> Node | None:
+    # One delivery reads the same file a dozen times (plans, checks, the edit); composing costs
+    # about as much as a full load, so the read-only node tree is kept per text.
+    # A fresh YAML per call: ruamel's YAML objects are not thread-safe.
+    return YAML(typ="rt").compose(text)
+
+
 def _compose(text: str, source: str, path: str) -> Node | None:
     """Parse ``text`` into a node tree with offsets; YAML errors become ValuesError."""
-    # A fresh YAML per call: ruamel's YAML objects are not thread-safe.
-    yaml = YAML(typ="rt")
     try:
-        return yaml.compose(text)
+        return _compose_cached(text)
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = " ".join(p for p in (e.context, e.problem) if p) or type(e).__name__
