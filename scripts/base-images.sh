@@ -35,11 +35,25 @@ if ! have "$prefix/debian:bookworm"; then
     echo "base-images: imported $prefix/debian:bookworm"
 fi
 
+# The machine's own extra CA certificates (e.g. a TLS-intercepting proxy in front of PyPI and npm)
+# are trusted in the bases, so pip and npm inside app builds reach their registries here too.
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+mkdir "$context/certs"
+cp "$here"/base-images/*.Dockerfile "$context/"
+for crt in /usr/local/share/ca-certificates/*.crt; do
+    [ -e "$crt" ] && cp "$crt" "$context/certs/"
+done
+# The label changes whenever the recipe or the certificates do, so a stale base is rebuilt.
+recipe=$(cat "$context"/*.Dockerfile "$context"/certs/* 2>/dev/null | sha256sum | cut -c1-16)
+
 for spec in python:3.11-slim node:18-slim; do
     name=${spec%%:*}
-    if ! have "$prefix/$spec"; then
+    current=$(docker image inspect -f '{{ index .Config.Labels "coelho.base.recipe" }}' "$prefix/$spec" 2>/dev/null || true)
+    if [ "$current" != "$recipe" ]; then
         docker build -q --network=host --build-arg "DEBIAN_BASE=$prefix/debian:bookworm" \
-            -t "$prefix/$spec" -f "$here/base-images/$name.Dockerfile" "$here/base-images" >/dev/null
+            --label "coelho.base.recipe=$recipe" \
+            -t "$prefix/$spec" -f "$context/$name.Dockerfile" "$context" >/dev/null
         echo "base-images: built $prefix/$spec"
     fi
 done

@@ -118,3 +118,27 @@ def test_missing_image_in_registry_blocks_the_commit(pipeline: Pipeline) -> None
     assert not result.success
     assert check_results(result).get("chart_renders_with_built_images") is False
     assert pipeline.repo.head() == head
+
+
+def test_a_change_to_a_real_app_is_delivered_alone(tmp_path: Path, git_server, registry_addr: str, base_images,
+                                                  docker_host) -> None:
+    """The three real apps of apps/, built from Git by the pipeline; then one producer change."""
+    prefix = f"{registry_addr}/coelho"
+    repo = make_source_repo(git_server, prefix, real_apps=True)
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
+        seed = repo.head()
+        assert pipeline.deliver(seed).success
+        source = "apps/kafka_producers/README.md"
+        change = repo.push({source: repo.show("master", source) + "\nDelivered by coelho-pipeline.\n"},
+                           "Producers: README")
+
+        result = pipeline.deliver(change)
+
+        assert result.success
+        assert rebuilt(result) == ["kafka_producers"]
+        diff = repo.diff(change, repo.head())
+        changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+        assert changed == [f'-    tag: "{seed}"', f'+    tag: "{change}"'], diff
+        image = materializations(result)["image/kafka_producers"]
+        assert image["image"] == f"{prefix}/kafka-producers:{change}" and image["digest"].startswith("sha256:")

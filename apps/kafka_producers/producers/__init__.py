@@ -1,0 +1,3 @@
+"""COELHO RealTime Kafka producers: seeded generators for the three topics."""
+
+__version__ = "1.0.0"
