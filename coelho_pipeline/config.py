@@ -120,9 +120,9 @@ class Settings:
 def _check_git_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme in ("http", "https", "git", "ssh", "file") and (parts.netloc or parts.scheme == "file"):
-        if parts.password:
-            # A password in the URL would end up in logs and in .git/config; the token variable exists for that.
-            raise ConfigError("COELHO_GIT_URL must not embed a password; put the token in COELHO_GIT_TOKEN")
+        if parts.scheme in ("http", "https") and (parts.username or parts.password):
+            # A token or password in the URL would end up in logs and .git/config; COELHO_GIT_TOKEN is for that.
+            raise ConfigError("COELHO_GIT_URL must not embed credentials; put the token in COELHO_GIT_TOKEN")
         return
     if not parts.scheme and (Path(url).is_absolute() or re.match(r"^[\w.-]+@[\w.-]+:", url)):
         return

@@ -1,6 +1,5 @@
 """The Git push sensor: a new commit on the watched branch becomes a partition and a delivery run."""
 
-
 import dagster as dg
 
 from coelho_pipeline.domain import CommitInfo

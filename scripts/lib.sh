@@ -7,6 +7,7 @@ install_system_packages() {
     command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
     command -v git >/dev/null 2>&1 || missing+=(git)
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     local extra
     for extra in "$@"; do
         command -v "${extra%%=*}" >/dev/null 2>&1 || missing+=("${extra#*=}")
@@ -25,7 +26,9 @@ install_system_packages() {
 
 ensure_venv() {
     local root=$1 extras=$2
-    if [ ! -x "$root/.venv/bin/python" ]; then
+    # A venv made without ensurepip has a python but no pip: start over then.
+    if [ ! -x "$root/.venv/bin/pip" ]; then
+        rm -rf "$root/.venv"
         python3 -m venv "$root/.venv"
     fi
     "$root/.venv/bin/pip" install -q --disable-pip-version-check -e "${root}[${extras}]"

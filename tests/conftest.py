@@ -7,6 +7,7 @@ private one is started for the session. Everything started here is stopped by PI
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ def docker_host(session_dir: Path) -> Iterator[str]:
         netns = state / "exec" / "netns" / "default"
         if netns.exists():
             subprocess.run(["umount", str(netns)], check=False, capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)  # gigabytes of layers: not left behind per run
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,11 @@ class SourceRepo:
 
     def push(self, files: Mapping[str, str | None], message: str, env: Mapping[str, str] = DEV) -> str:
         services.git("pull", "-q", "--ff-only", "origin", self.branch, cwd=self.clone)
+        self.commit(files, message, env)
+        return self.publish()
+
+    def commit(self, files: Mapping[str, str | None], message: str, env: Mapping[str, str] = DEV) -> str:
+        """A local commit in the developer clone, not pushed yet."""
         for rel, text in files.items():
             path = self.clone / rel
             if text is None:
@@ -49,6 +54,10 @@ class SourceRepo:
                 path.write_text(text)
         services.git("add", "-A", cwd=self.clone)
         services.git("commit", "-q", "-m", message, cwd=self.clone, env=env)
+        return services.git("rev-parse", "HEAD", cwd=self.clone)
+
+    def publish(self) -> str:
+        """Pushes the clone's commits and returns the new head of the remote branch."""
         services.git("push", "-q", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.clone)
         return self.head()
 

@@ -36,6 +36,7 @@ def test_everything_set(tmp_path) -> None:
     ({}, "COELHO_GIT_URL"),
     ({"COELHO_GIT_URL": "not a url"}, "COELHO_GIT_URL"),
     ({"COELHO_GIT_URL": "https://bot:hunter2@git.example/x.git"}, "COELHO_GIT_URL"),
+    ({"COELHO_GIT_URL": "https://ghp_hunter2@git.example/x.git"}, "COELHO_GIT_URL"),
     ({**BASE, "COELHO_GIT_BRANCH": "bad..branch"}, "COELHO_GIT_BRANCH"),
     ({**BASE, "COELHO_REGISTRY": "Not/A Registry"}, "COELHO_REGISTRY"),
     ({**BASE, "COELHO_REGISTRY_USERNAME": "bot"}, "COELHO_REGISTRY_PASSWORD"),

@@ -34,6 +34,11 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float = RUN_TI
     raise AssertionError(f"no finished run for {sha} after {timeout}s")
 
 
+def sensor_cursor(instance: dg.DagsterInstance) -> str | None:
+    states = [s for s in instance.all_instigator_state() if s.name == "git_push_sensor"]
+    return states[0].instigator_data.cursor if states and states[0].instigator_data else None
+
+
 @pytest.fixture
 def dagster_dev(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host, argocd_for_repo):
     prefix = f"{registry_addr}/coelho"
@@ -74,7 +79,11 @@ def test_push_is_picked_up_by_the_sensor_and_delivered_to_argocd(dagster_dev) ->
     first = wait_for_run(instance, seed)
     assert first.status == dg.DagsterRunStatus.SUCCESS, first.run_id
 
-    change = repo.push({"apps/fastapi/main.py": "print('delivered by the daemon')\n"}, "FastAPI: daemon test")
+    # Two commits in one push: only the newest is delivered, the other is recorded as superseded.
+    services.git("pull", "-q", "--ff-only", "origin", "master", cwd=repo.clone)
+    docs = repo.commit({"README.md": "# superseded docs change\n"}, "Docs")
+    repo.commit({"apps/fastapi/main.py": "print('delivered by the daemon')\n"}, "FastAPI: daemon test")
+    change = repo.publish()
     run = wait_for_run(instance, change)
 
     assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
@@ -94,6 +103,15 @@ def test_push_is_picked_up_by_the_sensor_and_delivered_to_argocd(dagster_dev) ->
              if instance.get_latest_materialization_event(dg.AssetKey(["image", k]))
              .asset_materialization.metadata["rebuilt"].value]
     assert built == ["fastapi"]
-    # The manifest commit itself did not trigger a third delivery (the loop guard).
-    time.sleep(12)
+    assert run.tags["coelho/superseded"] == "1"
+    assert not instance.get_runs(filters=dg.RunsFilter(tags={"coelho/source-sha": docs}))
+    observation = instance.fetch_observations(dg.AssetKey("source_commit"), limit=1).records[0]
+    recorded = observation.asset_observation.metadata
+    assert recorded["superseded_by"].value == change and docs in recorded["superseded"].value
+    # The sensor has seen the manifest commit and did not deliver it (the loop guard).
+    deadline = time.monotonic() + 60
+    while sensor_cursor(instance) != manifest_sha:
+        assert time.monotonic() < deadline, f"sensor never ticked past {manifest_sha}"
+        time.sleep(1)
     assert not instance.get_runs(filters=dg.RunsFilter(tags={"coelho/source-sha": manifest_sha}))
+    assert len(instance.get_runs(filters=dg.RunsFilter(job_name="deliver_commit"))) == 2

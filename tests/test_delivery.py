@@ -6,16 +6,21 @@ leaves its asset unmaterialized. The Argo CD part is in test_delivery_argocd.py.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 
+from coelho_pipeline.dev import services
 from pipeline_harness import (
     DEV, Pipeline, check_results, make_source_repo, materializations, settings_for,
 )
 
 pytestmark = pytest.mark.docker
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 @pytest.fixture
@@ -103,8 +108,26 @@ def test_rerun_for_the_same_commit_makes_no_second_commit(pipeline: Pipeline) ->
     assert rebuilt(again) == []  # the images are in the registry under this SHA already
 
 
-def test_missing_image_in_registry_blocks_the_commit(pipeline: Pipeline) -> None:
-    """An unchanged app whose tag names a commit with no image is rebuilt rather than deployed broken."""
+def test_an_unchanged_app_whose_image_is_gone_is_rebuilt(pipeline: Pipeline, registry_addr: str) -> None:
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    manifest = f"http://{registry_addr}/v2/coelho/kafka-producers/manifests"
+    digest = requests.head(f"{manifest}/{seed}", headers={"Accept": DOCKER_MANIFEST}).headers["Docker-Content-Digest"]
+    assert requests.delete(f"{manifest}/{digest}").status_code == 202
+    change = pipeline.repo.push({"apps/fastapi/main.py": "print('v3')\n"}, "FastAPI: v3")
+
+    result = pipeline.deliver(change)
+
+    assert result.success
+    assert rebuilt(result) == ["fastapi", "kafka_producers"]
+    plan = materializations(result)["source_commit"]["plan"]
+    assert f"{pipeline.settings.registry}/kafka-producers:{seed} is missing from the registry" in plan
+    values = pipeline.repo.show("master", "k3d/helm/values.yaml")
+    assert values.count(f'"{change}"') == 2 and values.count(f'"{seed}"') == 1
+
+
+def test_a_wrong_registry_prefix_is_caught_before_the_commit(pipeline: Pipeline) -> None:
+    """The chart's repositories and COELHO_REGISTRY disagree: images would be pushed where no pod looks."""
     seed = pipeline.repo.head()
     assert pipeline.deliver(seed).success
     other = pipeline.with_settings(registry=pipeline.settings.registry.replace("/coelho", "/elsewhere"))
@@ -113,10 +136,39 @@ def test_missing_image_in_registry_blocks_the_commit(pipeline: Pipeline) -> None
 
     result = other.deliver(change)
 
-    # All three are rebuilt into the other repository, then the render check catches that the chart's
-    # repositories still point at the old prefix: nothing is committed.
     assert not result.success
-    assert check_results(result).get("chart_renders_with_built_images") is False
+    assert check_results(result) == {"tags_exist_in_registry": False, "chart_renders_with_built_images": False}
+    assert pipeline.repo.head() == head
+
+
+def test_rerunning_an_older_commit_never_rolls_back_a_newer_delivery(pipeline: Pipeline) -> None:
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    newer = pipeline.repo.push({"apps/fastapi/main.py": "print('newer')\n"}, "FastAPI: newer")
+    assert pipeline.deliver(newer).success
+    head = pipeline.repo.head()
+
+    again = pipeline.deliver(seed)
+
+    assert again.success and pipeline.repo.head() == head
+    manifest = materializations(again)["manifest_commit"]
+    assert manifest["commit"] == head  # what Argo CD is asked to reach is the tip, not seed's old commit
+    assert f'tag: "{newer}"' in pipeline.repo.show("master", "k3d/helm/values.yaml")
+
+
+def test_a_commit_that_is_not_on_the_branch_is_not_delivered(pipeline: Pipeline) -> None:
+    clone = pipeline.repo.clone
+    services.git("checkout", "-q", "-b", "feature", cwd=clone)
+    feature = pipeline.repo.commit({"apps/fastapi/main.py": "print('feature')\n"}, "Feature branch work")
+    services.git("push", "-q", "origin", "feature", cwd=clone)
+    head = pipeline.repo.head()
+    pipeline.instance.add_dynamic_partitions("source_commits", [head, feature])
+
+    result = pipeline.deliver(feature)
+
+    assert not result.success
+    assert re.search(f"commit {feature} is (not|no longer) on master",
+                     result.failure_data_for_node("source_commit").error.message)
     assert pipeline.repo.head() == head
 
 

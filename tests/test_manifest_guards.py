@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -15,8 +16,14 @@ from pipeline_harness import Pipeline, check_results, make_source_repo, material
 
 pytestmark = pytest.mark.docker
 
-# How many more times a competing writer wins the race, per developer clone (the runs are in-process).
+# How many more times a competing writer wins the race, and what it writes into values.yaml, per
+# developer clone (the runs are in-process, so the test and the run share these).
 _RACES: dict[str, int] = {}
+_EDITS: dict[str, Callable[[str, int], str]] = {}
+
+
+def bump_replicas(values: str, left: int) -> str:
+    return values.replace("replicaCount: 1", "replicaCount: 2", 1) + f"# concurrent edit {left}\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +39,7 @@ class RacingRemote(GitRemote):
             clone = Path(self.dev_clone)
             services.git("pull", "-q", "--ff-only", "origin", self.branch, cwd=clone)
             values = clone / "k3d/helm/values.yaml"
-            values.write_text(values.read_text().replace("replicaCount: 1", "replicaCount: 2", 1)
-                              + f"# concurrent edit {_RACES[self.dev_clone]}\n")
+            values.write_text(_EDITS.get(self.dev_clone, bump_replicas)(values.read_text(), _RACES[self.dev_clone]))
             services.git("commit", "-qam", "Concurrent values edit", cwd=clone,
                          env={"GIT_AUTHOR_NAME": "Other", "GIT_AUTHOR_EMAIL": "other@example.test",
                               "GIT_COMMITTER_NAME": "Other", "GIT_COMMITTER_EMAIL": "other@example.test"})
@@ -58,8 +64,9 @@ def pipeline(tmp_path: Path, git_server, registry_addr: str, base_images, docker
         yield Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
 
 
-def _racing(pipeline: Pipeline, races: int) -> Pipeline:
+def _racing(pipeline: Pipeline, races: int, edit: Callable[[str, int], str] = bump_replicas) -> Pipeline:
     _RACES[str(pipeline.repo.clone)] = races
+    _EDITS[str(pipeline.repo.clone)] = edit
     git = pipeline.defs.resources["git"]
     racing = RacingGitResource(url=git.url, branch=git.branch, cache_dir=git.cache_dir,
                                author_name=git.author_name, author_email=git.author_email,
@@ -90,6 +97,30 @@ def test_rejected_push_is_refetched_reapplied_and_retried(pipeline: Pipeline, mo
     changed = [ln for ln in pipeline.repo.diff(log[1][0], log[0][0]).splitlines()
                if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
     assert len(changed) == 6 and all("tag:" in ln for ln in changed)
+
+
+def test_a_tag_written_concurrently_for_another_app_survives_the_retry(pipeline: Pipeline, monkeypatch) -> None:
+    """Only the rebuilt app's tag is re-applied on the new tip: the competitor's sveltekit tag stays."""
+    monkeypatch.setattr(manifest, "PUSH_BACKOFF_SECONDS", (0.05,))
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    change = pipeline.repo.push({"apps/fastapi/main.py": "print('v2')\n"}, "FastAPI: v2")
+    pinned = "0" * 40  # e.g. an operator pinning sveltekit while our run is between commit and push
+
+    def pin_sveltekit(values: str, _left: int) -> str:
+        lines = values.splitlines(keepends=True)
+        at = next(i for i, ln in enumerate(lines) if ln.startswith("sveltekit:"))
+        tag = next(i for i in range(at, len(lines)) if lines[i].strip().startswith("tag:"))
+        lines[tag] = lines[tag].replace(seed, pinned)
+        return "".join(lines)
+
+    _racing(pipeline, races=1, edit=pin_sveltekit)
+
+    result = pipeline.deliver(change)
+
+    assert result.success and materializations(result)["manifest_commit"]["attempts"] == 2
+    values = pipeline.repo.show("master", "k3d/helm/values.yaml")
+    assert f'"{pinned}"' in values and f'"{change}"' in values and values.count(f'"{seed}"') == 1
 
 
 def test_push_gives_up_after_bounded_attempts_and_leaves_no_commit(pipeline: Pipeline, monkeypatch) -> None:

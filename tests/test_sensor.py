@@ -75,6 +75,12 @@ def test_pipeline_commits_are_skipped_but_move_the_cursor(repo, resources) -> No
     assert result.cursor == own
 
 
+def test_the_pipeline_author_alone_is_enough_to_skip(repo, resources) -> None:
+    start = repo.head()
+    repo.push({"README.md": "tidied by the pipeline\n"}, "A commit without the marker", env=PIPELINE)
+    assert not tick(resources, start).run_requests
+
+
 def test_skip_ci_from_anyone_is_skipped(repo, resources) -> None:
     start = repo.head()
     repo.push({"README.md": "x\n"}, "Tidy [skip ci]", env=DEV)

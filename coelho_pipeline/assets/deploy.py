@@ -1,6 +1,5 @@
 """Argo CD brings the cluster to the manifest commit; we wait until it is Synced and Healthy there."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg
@@ -31,7 +30,7 @@ def argocd_sync(
     revision = manifest_commit.sha
     try:
         client.refresh(hard=False)
-        client.sync(revision=revision, info={"dagster-run": context.run_id, "source-commit": manifest_commit.source_sha})
+        client.sync(revision=revision, info={"dagster-run": context.run.run_id, "source-commit": manifest_commit.source_sha})
         context.log.info(f"sync of {argocd.namespace}/{argocd.app_name} to {revision} requested; waiting")
         result = client.wait_synced(revision=revision, timeout=argocd.sync_timeout_seconds)
     except ArgoCDError as e:

@@ -1,6 +1,5 @@
 """What runs in the cluster compared with what Git says should run."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """One image asset per app, tagged with the source commit SHA; unchanged apps keep their image."""
 
-
 from collections.abc import Iterator, Sequence
 
 import dagster as dg

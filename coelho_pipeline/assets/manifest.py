@@ -1,6 +1,5 @@
 """The rendered values.yaml for a commit, and the one Git commit that publishes it."""
 
-
 import io
 import random
 import tarfile
@@ -56,15 +55,16 @@ def build_helm_values(apps: Sequence[App]) -> dg.AssetsDefinition:
         try:
             tip = remote.fetch()
             text = _read_values(remote, tip, target)
+            writes, kept = tag_writes(remote, text, source_commit, target)
+            new_text, changes = set_tags(text, writes, source=target.values_path)
         except GitError as e:
             raise dg.Failure(str(e)) from None
-        tags = tuple((app.tag_path, _tag_for(app, source_commit)) for app in target.catalog())
-        try:
-            new_text, changes = set_tags(text, [TagWrite(path, tag) for path, tag in tags], source=target.values_path)
         except ValuesError as e:
             raise dg.Failure(str(e), allow_retries=False) from None
+        for note in kept:
+            context.log.warning(note)
         edit = ValuesEdit(
-            path=target.values_path, base_sha=tip, tags=tags,
+            path=target.values_path, base_sha=tip, tags=tuple((w.path, w.tag) for w in writes),
             changes=tuple((c.path, c.old, c.new) for c in changes), text=new_text,
         )
         yield dg.Output(edit, metadata={
@@ -80,7 +80,7 @@ def build_helm_values(apps: Sequence[App]) -> dg.AssetsDefinition:
             check_name=TAGS_EXIST, passed=not missing,
             metadata={"problems": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing) or "none")},
         )
-        problems = render_problems(remote, tip, new_text, target, registry, source_commit)
+        problems = render_problems(remote, tip, new_text, target, registry)
         yield dg.AssetCheckResult(
             check_name=CHART_RENDERS, passed=not problems,
             metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
@@ -102,29 +102,36 @@ def manifest_commit(
 ) -> dg.Output[ManifestCommit]:
     """Commits the new tags to the watched branch as ``Update image tags to <sha> [skip ci]`` and pushes.
 
-    One writer at a time (the ``git_manifest`` pool and the run-tag limit in dagster.yaml). If the
-    branch moved meanwhile, the tag writes (not a text diff) are re-applied to the new tip, re-checked
-    and pushed again with backoff. A rerun for the same source SHA finds its earlier commit by the
-    ``Source-Commit`` trailer and makes no second one; nothing to change means no commit.
+    One writer at a time (the ``git_manifest`` pool and the run-tag limit in dagster.yaml). Only the
+    tags of the apps this commit rebuilt are written, and never over a tag a newer delivery already
+    wrote. If the branch moved meanwhile, those writes (not a text diff) are re-applied to the new
+    tip, re-checked and pushed again with backoff. A rerun for the same source SHA finds its earlier
+    commit by the ``Source-Commit`` trailer and makes no second one; nothing to change means no
+    commit. Without a new commit, the branch tip is what Argo CD must reach: Git stays the truth.
     """
     remote = git.remote()
     sha = source_commit.sha
-    writes = [TagWrite(path, tag) for path, tag in helm_values.tags]
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
             tip = remote.fetch()
             earlier = remote.find_manifest_commit(sha)
             if earlier:
-                return _result(ManifestCommit(earlier, False, sha, attempt, "committed by an earlier run"))
+                moved_on = "" if earlier == tip else f"; the branch has moved on to {tip[:12]}"
+                return _result(ManifestCommit(tip, False, sha, attempt,
+                                              f"committed by an earlier run as {earlier[:12]}{moved_on}"))
             text = _read_values(remote, tip, target)
+            writes, kept = tag_writes(remote, text, source_commit, target)
             new_text, changes = set_tags(text, writes, source=target.values_path)
         except (GitError, ValuesError) as e:
             raise dg.Failure(str(e), allow_retries=False) from None
+        for note in kept:
+            context.log.warning(note)
         if not changes:
-            return _result(ManifestCommit(tip, False, sha, attempt, "values already hold these tags"))
+            reason = "; ".join(kept) or "values already hold these tags"
+            return _result(ManifestCommit(tip, False, sha, attempt, reason))
         if tip != helm_values.base_sha:
             # The branch moved since helm_values was checked: the render check guards this commit too.
-            problems = render_problems(remote, tip, new_text, target, registry, source_commit)
+            problems = render_problems(remote, tip, new_text, target, registry)
             if problems:
                 raise dg.Failure("render check failed on the new branch tip; nothing committed:\n" +
                                  "\n".join(problems), allow_retries=False)
@@ -152,25 +159,56 @@ def commit_message(source_sha: str, changes: Sequence[tuple[str, str | None, str
     return f"Update image tags to {source_sha} [skip ci]\n\n{body}\n\nSource-Commit: {source_sha}\n"
 
 
+def tag_writes(remote: GitRemote, values_text: str, source_commit: SourceCommit,
+               target: DeliveryTargetResource) -> tuple[list[TagWrite], list[str]]:
+    """The tag writes for the apps ``source_commit`` rebuilt, and notes on the ones left alone.
+
+    A tag that already names a descendant of this commit was written by a newer delivery: writing
+    ours over it would roll that app back, so it is kept. Apps this commit did not rebuild are not
+    written at all, so a concurrent change to their tags survives a retry.
+    """
+    sha = source_commit.sha
+    writes, kept = [], []
+    for app in target.catalog():
+        if not source_commit.plan(app.name).rebuild:
+            continue
+        current = read_scalar(values_text, app.tag_path, source=target.values_path)
+        if current and current != sha and remote.has_commit(current) and remote.is_ancestor(sha, current):
+            kept.append(f"{app.tag_path} keeps {current[:12]}: a newer commit than {sha[:12]} is already delivered")
+            continue
+        writes.append(TagWrite(app.tag_path, sha))
+    return writes, kept
+
+
 def render_problems(remote: GitRemote, tip: str, values_text: str, target: DeliveryTargetResource,
-                    registry: RegistryResource, source_commit: SourceCommit) -> list[str]:
-    """Renders the chart at ``tip`` with ``values_text`` the way the Argo CD Application will."""
+                    registry: RegistryResource) -> list[str]:
+    """Renders the chart at ``tip`` with ``values_text`` the way the Argo CD Application will, and
+    checks that each app Deployment runs ``<registry>/<image>:<its tag in values_text>``."""
     reg = registry.registry()
-    expected = {app.component: f"{reg.repository(app.image)}:{_tag_for(app, source_commit)}"
-                for app in target.catalog()}
+    try:
+        expected = {app.component: f"{reg.repository(app.image)}:"
+                                   f"{read_scalar(values_text, app.tag_path, source=target.values_path)}"
+                    for app in target.catalog()}
+    except ValuesError as e:
+        return [str(e)]
     try:
         application = remote.read_file(tip, target.application_path)
         overrides = argocd_helm_overrides(application) if application else {}
+    except GitError as e:
+        return [str(e)]
+    except ValueError as e:  # the Application manifest does not parse
+        return [f"{target.application_path}: {e}"]
+    try:
         with tempfile.TemporaryDirectory() as tmp:
             chart_dir = Path(tmp) / "chart"
             with tarfile.open(fileobj=io.BytesIO(remote.archive(tip, target.chart_path))) as tar:
-                tar.extractall(chart_dir, filter="data")
+                _extract(tar, chart_dir)
             objects = render_chart(chart_dir, values_text, release=target.release_name,
                                    namespace=target.deploy_namespace, overrides=overrides)
     except ChartRenderError as e:
         return [f"the chart at {target.chart_path} does not render: {e}"]
-    except (GitError, ValueError) as e:
-        return [f"{target.application_path}: {e}" if isinstance(e, ValueError) else str(e)]
+    except GitError as e:
+        return [str(e)]
     return verify_images(objects, expected)
 
 
@@ -193,11 +231,17 @@ def _missing_images(values_text: str, target: DeliveryTargetResource, registry: 
     return missing
 
 
-def _tag_for(app: App, source_commit: SourceCommit) -> str:
-    plan = source_commit.plan(app.name)
-    if plan.rebuild or not plan.deployed_tag:
-        return source_commit.sha
-    return plan.deployed_tag
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extracts a git archive; the "data" filter refuses links and paths leaving ``dest``."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    # Python before 3.11.4 (Debian 12 ships 3.11.2) has no extraction filters: check by hand.
+    for member in tar.getmembers():
+        target = (dest / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or not target.is_relative_to(dest.resolve()):
+            raise GitError(f"unexpected entry {member.name!r} in the chart archive")
+    tar.extractall(dest)
 
 
 def _read_values(remote: GitRemote, sha: str, target: DeliveryTargetResource) -> str:

@@ -1,5 +1,6 @@
 """The commit being delivered, and what its delivery has to rebuild."""
 
+import re
 
 import dagster as dg
 
@@ -7,9 +8,11 @@ from coelho_pipeline.catalog import App
 from coelho_pipeline.domain import AppPlan, SourceCommit
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.git import GitError, GitRemote, GitResource
-from coelho_pipeline.resources.images import Registry, RegistryResource
+from coelho_pipeline.resources.images import ImageError, Registry, RegistryResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
 from coelho_pipeline.values import ValuesError, read_scalar
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dg.asset(partitions_def=source_commits, group_name="build", kinds={"git"})
@@ -25,10 +28,15 @@ def source_commit(
     values.yaml names (the one deployed) and this commit, or when that image is not in the registry.
     """
     sha = context.partition_key
+    if not _SHA_RE.match(sha):
+        raise dg.Failure(f"partition {sha!r} is not a full 40-hex commit SHA", allow_retries=False)
     remote = git.remote()
     try:
         tip = remote.fetch()
         remote.ensure_commit(sha)
+        if not remote.is_ancestor(sha, tip):
+            # E.g. a queued run for a commit that a force-push removed: its tags must not land on the new history.
+            raise GitError(f"commit {sha} is no longer on {remote.branch} (tip {tip[:12]}); not delivered")
         info = remote.commit_info(sha)
         values_text = remote.read_file(tip, target.values_path)
     except GitError as e:
@@ -41,9 +49,9 @@ def source_commit(
             raise dg.Failure(f"{app.context}/Dockerfile does not exist at commit {sha}", allow_retries=False)
         try:
             deployed = read_scalar(values_text, app.tag_path, source=target.values_path)
-        except ValuesError as e:
+            plans.append(plan_app(app, sha=sha, deployed_tag=deployed, remote=remote, registry=registry.registry()))
+        except (ValuesError, ImageError, GitError) as e:
             raise dg.Failure(str(e), allow_retries=False) from None
-        plans.append(plan_app(app, sha=sha, deployed_tag=deployed, remote=remote, registry=registry.registry()))
     result = SourceCommit(commit=info, branch_tip=tip, plans=tuple(plans))
     return dg.Output(
         result,
@@ -65,6 +73,8 @@ def plan_app(app: App, *, sha: str, deployed_tag: str | None, remote: GitRemote,
         return AppPlan(app.name, deployed_tag, True, "never delivered (empty tag in values)")
     if not remote.has_commit(deployed_tag):
         return AppPlan(app.name, deployed_tag, True, f"deployed tag {deployed_tag!r} is not a commit of the branch")
+    if deployed_tag != sha and remote.is_ancestor(sha, deployed_tag):
+        return AppPlan(app.name, deployed_tag, False, f"a newer commit, {deployed_tag[:12]}, is already delivered")
     changed = remote.changed_paths(deployed_tag, sha, app.context)
     if changed:
         return AppPlan(app.name, deployed_tag, True,

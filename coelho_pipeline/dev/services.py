@@ -37,14 +37,22 @@ class Service:
         return self.process.pid
 
     def stop(self, timeout: float = 20) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
+        """SIGTERM to the service's process group (it leads one: start_new_session), SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.process.wait(5)
+        # Children that outlived their leader (run workers, containerd) are in the same group.
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
         try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def free_port() -> int:

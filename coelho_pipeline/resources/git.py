@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import git
@@ -31,6 +32,8 @@ class GitError(Exception):
 class PushRejected(GitError):
     """The remote refused the push because the branch moved (non-fast-forward): refetch and retry."""
 
+
+NETWORK_TIMEOUT_SECONDS = 300
 
 # What GitHub, GitLab, Gitea and git-daemon print when the branch moved under us.
 _NON_FAST_FORWARD_MARKERS = (
@@ -105,7 +108,8 @@ class GitRemote:
         """Commits reachable from ``new`` but not from ``old``, newest first (just ``new`` without ``old``)."""
         with self._repo() as repo:
             if old and _has_commit(repo, old):
-                shas = repo.git.rev_list(f"{old}..{new}").split()
+                # --topo-order: the newest is the head itself, whatever the commit dates say.
+                shas = repo.git.rev_list("--topo-order", f"{old}..{new}").split()
             else:
                 shas = [new]
         return [self.commit_info(s) for s in shas]
@@ -208,6 +212,10 @@ class GitRemote:
 
     @property
     def display_url(self) -> str:
+        """The URL without any userinfo, for messages."""
+        parts = urlsplit(self.url)
+        if parts.username or parts.password:
+            return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
         return self.url
 
     def _auth_env(self) -> dict[str, str]:
@@ -244,7 +252,8 @@ class GitRemote:
     def _git(self, repo: git.Repo, *args: str, what: str, translate: bool = True) -> str:
         try:
             with repo.git.custom_environment(**self._auth_env()):
-                return repo.git.execute(["git", *args])
+                # A hung remote must not hold the cache clone's lock (and the sensor) forever.
+                return repo.git.execute(["git", *args], kill_after_timeout=NETWORK_TIMEOUT_SECONDS)
         except GitCommandError as e:
             if not translate:
                 raise
@@ -253,9 +262,10 @@ class GitRemote:
 
     def _run_detached(self, *args: str) -> str:
         """A git command that needs no repository (ls-remote)."""
+        runner = git.Git()
         try:
-            with git.Git().custom_environment(**self._auth_env(), GIT_TERMINAL_PROMPT="0"):
-                return git.Git().execute(["git", *args])
+            with runner.custom_environment(**{"GIT_TERMINAL_PROMPT": "0", **self._auth_env()}):
+                return runner.execute(["git", *args], kill_after_timeout=NETWORK_TIMEOUT_SECONDS)
         except GitCommandError as e:
             raise GitError(f"git {args[0]} on {self.display_url} failed: "
                            f"{_scrub(str(e.stderr or e), self.token).strip()}") from None

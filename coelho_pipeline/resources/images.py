@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -134,14 +135,20 @@ class Registry:
 
     def _bearer_token(self, challenge: str, auth: tuple[str, str] | None) -> str:
         """The token flow of the distribution spec: realm, service and scope from the challenge."""
-        params = dict(part.split("=", 1) for part in challenge.split(" ", 1)[1].split(","))
-        params = {k.strip(): v.strip().strip('"') for k, v in params.items()}
-        realm = params.pop("realm")
-        response = self.session.get(realm, params=params, auth=auth, timeout=self.timeout)
-        if response.status_code != 200:
-            raise ImageError(f"registry {self.host} token service answered {response.status_code}")
-        body = response.json()
-        return body.get("token") or body["access_token"]
+        # key="value" pairs; a scope may itself hold commas ("pull,push"), so split on the quotes.
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            raise ImageError(f"registry {self.host} asked for a bearer token without a realm")
+        try:
+            response = self.session.get(realm, params=params, auth=auth, timeout=self.timeout)
+            body = response.json() if response.ok else {}
+            token = body.get("token") or body.get("access_token")
+        except (requests.RequestException, ValueError):
+            token = None
+        if not token:
+            raise ImageError(f"registry {self.host} token service gave no token")
+        return token
 
 
 class RegistryResource(dg.ConfigurableResource):

@@ -1,0 +1,70 @@
+"""The code location as Dagster loads it: the graph, the jobs, automation and the instance config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from coelho_pipeline import definitions
+from coelho_pipeline.config import ConfigError
+from coelho_pipeline.jobs import MANIFEST_WRITER_TAG
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dg.Definitions:
+    monkeypatch.setenv("COELHO_GIT_URL", "git://127.0.0.1:9418/coelho-realtime.git")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.chdir(REPO_ROOT)  # apps/*/Dockerfile are discovered from the working directory
+    return definitions.defs()
+
+
+def test_the_graph_tells_the_delivery_story(loaded: dg.Definitions) -> None:
+    dg.Definitions.validate_loadable(loaded)
+    graph = loaded.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "source_commit", "image/fastapi", "image/kafka_producers", "image/sveltekit",
+        "helm_values", "manifest_commit", "argocd_sync", "live_state"}
+    upstream = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+                for k in graph.get_all_asset_keys()}
+    assert upstream["image/fastapi"] == ["source_commit"]
+    assert upstream["helm_values"] == ["image/fastapi", "image/kafka_producers", "image/sveltekit", "source_commit"]
+    assert upstream["manifest_commit"] == ["helm_values", "source_commit"]
+    assert upstream["argocd_sync"] == ["manifest_commit"]
+    specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
+    checks = {(spec.asset_key.to_user_string(), spec.name): spec.blocking for spec in specs}
+    assert checks == {("helm_values", "tags_exist_in_registry"): True,
+                      ("helm_values", "chart_renders_with_built_images"): True,
+                      ("live_state", "live_matches_git"): False}
+
+
+def test_automation_and_the_single_writer(loaded: dg.Definitions) -> None:
+    job = loaded.resolve_job_def("deliver_commit")
+    assert job.tags[MANIFEST_WRITER_TAG] == "main"
+    assert loaded.resolve_sensor_def("git_push_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    schedule = loaded.resolve_schedule_def("drift_check_schedule")
+    assert schedule.job_name == "drift_check" and schedule.cron_schedule == "*/10 * * * *"
+    instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": MANIFEST_WRITER_TAG, "limit": 1} in limits
+    assert instance["concurrency"]["pools"]["default_limit"] == 1  # the git_manifest pool
+
+
+def test_secrets_are_env_vars_not_values(loaded: dg.Definitions, monkeypatch) -> None:
+    monkeypatch.setenv("COELHO_GIT_TOKEN", "tok-123")
+    monkeypatch.setenv("COELHO_REGISTRY_USERNAME", "bot")
+    monkeypatch.setenv("COELHO_REGISTRY_PASSWORD", "pw-456")
+    defs = definitions.defs()
+    assert defs.resources["git"].token == dg.EnvVar("COELHO_GIT_TOKEN")
+    assert defs.resources["registry"].password == dg.EnvVar("COELHO_REGISTRY_PASSWORD")
+    assert "tok-123" not in repr(defs.resources) and "pw-456" not in repr(defs.resources)
+
+
+def test_a_missing_variable_stops_the_load_naming_it(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("COELHO_GIT_URL", raising=False)
+    with pytest.raises(ConfigError, match="COELHO_GIT_URL"):
+        definitions.defs()
