@@ -7,7 +7,7 @@ MANIFEST_WRITER_TAG = "coelho/manifest-writer"
 
 deliver_commit = dg.define_asset_job(
     "deliver_commit",
-    selection=dg.AssetSelection.groups("build", "deploy"),
+    selection=dg.AssetSelection.groups("delivery"),
     tags={MANIFEST_WRITER_TAG: "main"},
     description="Build changed images, write values.yaml, commit it, and sync Argo CD to that commit.",
 )

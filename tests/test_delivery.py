@@ -15,7 +15,7 @@ import requests
 
 from coelho_pipeline.dev import services
 from pipeline_harness import (
-    DEV, Pipeline, check_results, make_source_repo, materializations, settings_for,
+    Pipeline, check_results, make_source_repo, materializations, settings_for,
 )
 
 pytestmark = pytest.mark.docker

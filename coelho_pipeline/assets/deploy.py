@@ -9,7 +9,7 @@ from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.argocd import ArgoCDError, ArgoCDResource
 
 
-@dg.asset(partitions_def=source_commits, group_name="deploy", kinds={"kubernetes"}, output_required=False)
+@dg.asset(partitions_def=source_commits, group_name="delivery", kinds={"kubernetes"}, output_required=False)
 def argocd_sync(
     context: dg.AssetExecutionContext,
     manifest_commit: ManifestCommit,

@@ -22,7 +22,7 @@ def build_image_assets(apps: Sequence[App]) -> dg.AssetsDefinition:
         name="images",
         outs={
             app.asset_name: dg.AssetOut(
-                key=image_key(app), is_required=False, group_name="build", kinds={"docker"},
+                key=image_key(app), is_required=False, group_name="delivery", kinds={"docker"},
                 description=f"Image of {app.context}, pushed as <registry>/{app.image}:<sha>.",
             )
             for app in apps

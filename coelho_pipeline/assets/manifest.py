@@ -32,7 +32,7 @@ def build_helm_values(apps: Sequence[App]) -> dg.AssetsDefinition:
     @dg.asset(
         name="helm_values",
         partitions_def=source_commits,
-        group_name="deploy",
+        group_name="delivery",
         kinds={"yaml", "helm"},
         deps=[image_key(app) for app in apps],
         check_specs=[
@@ -91,7 +91,7 @@ def build_helm_values(apps: Sequence[App]) -> dg.AssetsDefinition:
     return helm_values
 
 
-@dg.asset(partitions_def=source_commits, group_name="deploy", kinds={"git"}, pool="git_manifest")
+@dg.asset(partitions_def=source_commits, group_name="delivery", kinds={"git"}, pool="git_manifest")
 def manifest_commit(
     context: dg.AssetExecutionContext,
     source_commit: SourceCommit,

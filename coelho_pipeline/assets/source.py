@@ -15,7 +15,7 @@ from coelho_pipeline.values import ValuesError, read_scalar
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
-@dg.asset(partitions_def=source_commits, group_name="build", kinds={"git"})
+@dg.asset(partitions_def=source_commits, group_name="delivery", kinds={"git"})
 def source_commit(
     context: dg.AssetExecutionContext,
     git: GitResource,

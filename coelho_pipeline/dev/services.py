@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,9 +38,10 @@ class Service:
         return self.process.pid
 
     def stop(self, timeout: float = 20) -> None:
-        """SIGTERM to the service's process group (it leads one: start_new_session), SIGKILL if it lingers."""
+        """SIGTERM to the service (it stops its own children), then SIGKILL to whatever of its process
+        group (it leads one: start_new_session) is left."""
         if self.process.poll() is None:
-            self._signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -75,13 +77,14 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str, service: S
     raise ServiceError(f"{what} not ready after {timeout:.0f}s" + (f", see {service.log_path}" if service else ""))
 
 
-def _spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> Service:
+def _spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None,
+           cwd: Path | None = None) -> Service:
     if shutil.which(argv[0]) is None:
         raise ServiceError(f"{argv[0]} is not installed (needed for the {name})")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env={**os.environ, **(env or {})}, start_new_session=True)
+                               env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
     log.close()
     return Service(name, process, log_path)
 
@@ -139,6 +142,22 @@ def start_git_daemon(base_path: Path, port: int) -> Service:
             return True
 
     wait_for(listening, timeout=15, what=f"git daemon on 127.0.0.1:{port}", service=service)
+    return service
+
+
+def start_dagster_dev(*, project_dir: Path, env: Mapping[str, str], port: int, log_path: Path) -> Service:
+    """`dagster dev` (webserver, daemon, code server) for ``project_dir``'s workspace.yaml on 127.0.0.1."""
+    # Dagster stops its own processes with SIGINT. A shell's background job inherits SIGINT ignored
+    # (and exec keeps it ignored), which would leave `dagster dev` deaf to SIGTERM: spawn with the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        service = _spawn("dagster dev", [
+            sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port),
+        ], log_path, env=env, cwd=project_dir)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok,
+             timeout=120, what="Dagster UI", service=service)
     return service
 
 

@@ -43,26 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
         env["DAGSTER_HOME"] = str(home)
-        dagster = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-             "-p", str(args.ui_port)],
-            cwd=REPO_ROOT, env=env, start_new_session=True,
-        )
-        started.append(services.Service("dagster dev", dagster, home / "dagster.log"))
-        services.wait_for(lambda: requests.get(f"http://127.0.0.1:{args.ui_port}/server_info", timeout=2).ok,
-                          timeout=120, what="Dagster UI", service=started[-1])
+        dagster = services.start_dagster_dev(project_dir=REPO_ROOT, env=env, port=args.ui_port,
+                                             log_path=home / "dagster.log")
+        started.append(dagster)
         print(f"""
 coelho-pipeline is running.
-  Dagster UI      http://127.0.0.1:{args.ui_port}/asset-groups
+  Dagster UI      http://127.0.0.1:{args.ui_port}/locations/coelho/asset-groups/delivery
   source remote   {env['COELHO_GIT_URL']}  (branch master, watched by git_push_sensor)
   registry        {env['COELHO_REGISTRY']}
 
 Push a change and watch it delivered:
   git clone {env['COELHO_GIT_URL']} /tmp/coelho-realtime && cd /tmp/coelho-realtime
-  echo '# touch' >> apps/fastapi/README.md && git commit -am 'FastAPI: touch' && git push
+  echo '# touched' >> apps/fastapi/README.md && git commit -qam 'FastAPI: touch README' && git push
+Dagster's own log: {dagster.log_path}
 Ctrl-C stops everything.""", flush=True)
-        dagster.wait()
-        return dagster.returncode or 0
+        dagster.process.wait()
+        return dagster.process.returncode or 0
     except KeyboardInterrupt:
         return 0
     except services.ServiceError as e:
