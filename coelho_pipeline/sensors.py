@@ -25,7 +25,15 @@ def git_push_sensor(context: dg.SensorEvaluationContext, git: GitResource) -> dg
     if head == context.cursor:
         return dg.SkipReason(f"no new commit on {remote.branch} (head {head[:12]})")
     remote.fetch()
-    new = remote.commits_between(context.cursor, head)
+    cursor = context.cursor
+    rewritten = bool(cursor) and not (remote.has_commit(cursor) and remote.is_ancestor(cursor, head))
+    if rewritten:
+        # A force-push replaced the history the cursor was on: deliver the new head as found, even if
+        # that commit was delivered before (its manifest commit may be gone with the old history).
+        # Redelivering is safe: a manifest commit still on the branch is found by its trailer.
+        context.log.warning(f"{remote.branch} was rewritten: {cursor[:12]} is not an ancestor of {head[:12]}")
+        cursor = None
+    new = remote.commits_between(cursor, head)
     candidates = [c for c in new if not is_pipeline_commit(c, git.author_email)]
     if not candidates:
         return dg.SensorResult(
@@ -47,7 +55,7 @@ def git_push_sensor(context: dg.SensorEvaluationContext, git: GitResource) -> dg
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
             partition_key=newest.sha,
-            run_key=newest.sha,
+            run_key=f"{newest.sha}@rewrite-{context.cursor}" if rewritten else newest.sha,
             tags={"coelho/source-sha": newest.sha, "coelho/superseded": str(len(superseded))},
         )],
         dynamic_partitions_requests=[source_commits.build_add_request([newest.sha])],

@@ -73,3 +73,28 @@ def test_token_never_appears_in_errors(tmp_path: Path) -> None:
         remote.fetch()
     assert "tok-SECRET" not in str(info.value)
     assert "127.0.0.1:1/x.git" in str(info.value)
+
+
+def test_a_token_authenticates_over_http_and_never_travels_in_urls(repo, tmp_path: Path) -> None:
+    from git_http import GitHTTPServer
+
+    token = "tok-" + "s3cr3t" * 4
+    subprocess.run(["git", "config", "http.receivepack", "true"], cwd=repo.bare, check=True)
+    with GitHTTPServer(repo.bare.parent, token) as server:
+        url = server.url(repo.bare.name)
+        anonymous = GitRemote(url=url, branch="master", cache_dir=tmp_path / "anon")
+        with pytest.raises(GitError) as refused:
+            anonymous.ls_remote_head()
+        assert "127.0.0.1" in str(refused.value)
+
+        remote = GitRemote(url=url, branch="master", cache_dir=tmp_path / "authed", token=token)
+        assert remote.ls_remote_head() == repo.head()  # the sensor's call
+        tip = remote.fetch()
+        sha = remote.commit_file(base_sha=tip, path="f.txt", text="pushed with a token\n", message="m\n")
+        remote.push(sha)
+        assert repo.head() == sha
+
+    assert server.refused >= 1 and len(server.requests) > server.refused
+    assert not any(token in line for line in server.requests)
+    config = (tmp_path / "authed" / "repo.git" / "config").read_text()
+    assert token not in config and "extraheader" not in config.lower()

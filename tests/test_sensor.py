@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from coelho_pipeline.dev import services
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.sensors import git_push_sensor
 from pipeline_harness import DEV, make_source_repo, settings_for
@@ -103,3 +104,16 @@ def test_unreachable_remote_fails_the_tick_with_the_url(resources, tmp_path) -> 
     git = GitResource(url="git://127.0.0.1:1/none.git", cache_dir=str(tmp_path / "other"))
     with pytest.raises(Exception, match="127.0.0.1:1/none.git"):
         tick({"git": git}, None)
+
+
+def test_a_force_push_back_to_a_delivered_commit_is_delivered_again(repo, resources) -> None:
+    start = repo.head()
+    ahead = repo.push({"apps/fastapi/main.py": "print('to be undone')\n"}, "Later reverted by force")
+    services.git("push", "-q", "--force", "origin", f"{start}:refs/heads/master", cwd=repo.clone)
+
+    result = tick(resources, ahead)
+
+    (request,) = result.run_requests
+    assert request.partition_key == start
+    assert request.run_key != start  # the first delivery of start used that key; this one must run
+    assert result.cursor == start
