@@ -96,6 +96,7 @@ def test_docs_only_push_builds_nothing_and_commits_nothing(pipeline: Pipeline) -
 
 def test_rerun_for_the_same_commit_makes_no_second_commit(pipeline: Pipeline) -> None:
     seed = pipeline.repo.head()
+    pipeline.instance.add_dynamic_partitions("source_commits", [seed, "d" * 40])
     assert pipeline.deliver(seed).success
     head = pipeline.repo.head()
 
