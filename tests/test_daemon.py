@@ -13,6 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dagster_graphql import DagsterGraphQLClient
+
 from coelho_pipeline.dev import services
 from pipeline_harness import REPO_ROOT, make_source_repo
 
@@ -55,7 +57,7 @@ def dagster_dev(tmp_path: Path, git_server, registry_addr: str, base_images, doc
     service = services.start_dagster_dev(project_dir=REPO_ROOT, env=env, port=port, log_path=tmp_path / "dagster.log")
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            yield repo, instance, double
+            yield repo, instance, double, port
     finally:
         started = time.monotonic()
         service.stop(timeout=30)
@@ -65,7 +67,7 @@ def dagster_dev(tmp_path: Path, git_server, registry_addr: str, base_images, doc
 
 
 def test_push_is_picked_up_by_the_sensor_and_delivered_to_argocd(dagster_dev) -> None:
-    repo, instance, double = dagster_dev
+    repo, instance, double, _ = dagster_dev
     seed = repo.head()
     # The first tick delivers the branch head as found: every app is built once.
     first = wait_for_run(instance, seed)
@@ -107,3 +109,28 @@ def test_push_is_picked_up_by_the_sensor_and_delivered_to_argocd(dagster_dev) ->
         time.sleep(1)
     assert not instance.get_runs(filters=dg.RunsFilter(tags={"coelho/source-sha": manifest_sha}))
     assert len(instance.get_runs(filters=dg.RunsFilter(job_name="deliver_commit"))) == 2
+
+
+def test_two_deliveries_at_once_are_serialized_and_the_branch_ends_right(dagster_dev) -> None:
+    """A manual run for an older commit and the sensor's run for a newer one, queued together: the
+    run-tag limit in dagster.yaml lets one write at a time, and whichever order they run in, no tag
+    goes back in time."""
+    repo, instance, _, port = dagster_dev
+    assert wait_for_run(instance, repo.head()).status == dg.DagsterRunStatus.SUCCESS
+    services.git("pull", "-q", "--ff-only", "origin", "master", cwd=repo.clone)
+    older = repo.commit({"apps/fastapi/main.py": "print('older')\n"}, "FastAPI: older")
+    newer = repo.commit({"apps/sveltekit/main.py": "print('newer')\n"}, "SvelteKit: newer")
+    repo.publish()
+    instance.add_dynamic_partitions("source_commits", [older])
+    DagsterGraphQLClient("127.0.0.1", port_number=port).submit_job_execution(
+        "deliver_commit", repository_location_name="coelho",
+        tags={"dagster/partition": older, "coelho/source-sha": older})
+
+    runs = [wait_for_run(instance, older), wait_for_run(instance, newer)]
+
+    assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
+    first, second = sorted((instance.get_run_record_by_id(r.run_id) for r in runs), key=lambda r: r.start_time)
+    assert first.end_time <= second.start_time, "two delivery runs overlapped"
+    values = repo.show("master", "k3d/helm/values.yaml")
+    assert f'"{newer}"' in values  # sveltekit, and fastapi too if the newer run went first
+    assert sum(s.startswith("Update image tags") for _, _, s in repo.log(3)) >= 1
