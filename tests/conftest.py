@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import docker
 import pytest
 
@@ -97,6 +98,18 @@ def git_server(session_dir: Path) -> Iterator[GitServer]:
     service = services.start_git_daemon(base, port)
     yield GitServer(base, port)
     service.stop()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, git_server: GitServer, registry_addr: str, base_images, docker_host):
+    """The pipeline's Definitions aimed at a fresh source repo (fixture apps + this repo's k3d/), the
+    session's registry and Docker engine, with a temporary persistent Dagster instance."""
+    from pipeline_harness import Pipeline, make_source_repo, settings_for
+
+    prefix = f"{registry_addr}/coelho"
+    repo = make_source_repo(git_server, prefix)
+    with dg.instance_for_test() as instance:
+        yield Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
 
 
 @pytest.fixture

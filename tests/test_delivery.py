@@ -23,14 +23,6 @@ pytestmark = pytest.mark.docker
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host) -> Pipeline:
-    prefix = f"{registry_addr}/coelho"
-    repo = make_source_repo(git_server, prefix)
-    with dg.instance_for_test() as instance:
-        yield Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
-
-
 def rebuilt(result: dg.ExecuteInProcessResult) -> list[str]:
     return sorted(k.split("/")[1] for k, md in materializations(result).items()
                   if k.startswith("image/") and md["rebuilt"])

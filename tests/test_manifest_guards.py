@@ -12,7 +12,7 @@ import pytest
 from coelho_pipeline.assets import manifest
 from coelho_pipeline.dev import services
 from coelho_pipeline.resources.git import GitRemote, GitResource
-from pipeline_harness import Pipeline, check_results, make_source_repo, materializations, settings_for
+from pipeline_harness import Pipeline, check_results, materializations
 
 pytestmark = pytest.mark.docker
 
@@ -54,14 +54,6 @@ class RacingGitResource(GitResource):
         base = super().remote()
         return RacingRemote(**{f.name: getattr(base, f.name) for f in dataclasses.fields(GitRemote)},
                             dev_clone=self.dev_clone)
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host) -> Pipeline:
-    prefix = f"{registry_addr}/coelho"
-    repo = make_source_repo(git_server, prefix)
-    with dg.instance_for_test() as instance:
-        yield Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
 
 
 def _racing(pipeline: Pipeline, races: int, edit: Callable[[str, int], str] = bump_replicas) -> Pipeline:
