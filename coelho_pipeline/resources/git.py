@@ -95,24 +95,19 @@ class GitRemote:
 
     def commit_info(self, sha: str) -> CommitInfo:
         with self._repo() as repo:
-            c = repo.commit(sha)
-            return CommitInfo(
-                sha=c.hexsha,
-                author_name=c.author.name or "",
-                author_email=c.author.email or "",
-                message=c.message if isinstance(c.message, str) else c.message.decode(),
-                committed_at=c.committed_datetime,
-            )
+            return _commit_info(repo.commit(sha))
 
-    def commits_between(self, old: str | None, new: str) -> list[CommitInfo]:
-        """Commits reachable from ``new`` but not from ``old``, newest first (just ``new`` without ``old``)."""
+    def commits_between(self, old: str | None, new: str, *, limit: int = 200) -> list[CommitInfo]:
+        """Commits reachable from ``new`` but not from ``old``, newest first (just ``new`` without ``old``).
+
+        --topo-order: the newest is the head itself, whatever the commit dates say. ``limit`` bounds
+        a tick after a long pause; the newest commit is always first.
+        """
         with self._repo() as repo:
             if old and _has_commit(repo, old):
-                # --topo-order: the newest is the head itself, whatever the commit dates say.
-                shas = repo.git.rev_list("--topo-order", f"{old}..{new}").split()
-            else:
-                shas = [new]
-        return [self.commit_info(s) for s in shas]
+                return [_commit_info(c) for c in repo.iter_commits(f"{old}..{new}", topo_order=True,
+                                                                     max_count=limit)]
+            return [_commit_info(repo.commit(new))]
 
     def is_ancestor(self, older: str, newer: str) -> bool:
         with self._repo() as repo:
@@ -269,6 +264,16 @@ class GitRemote:
         except GitCommandError as e:
             raise GitError(f"git {args[0]} on {self.display_url} failed: "
                            f"{_scrub(str(e.stderr or e), self.token).strip()}") from None
+
+
+def _commit_info(c: git.Commit) -> CommitInfo:
+    return CommitInfo(
+        sha=c.hexsha,
+        author_name=c.author.name or "",
+        author_email=c.author.email or "",
+        message=c.message if isinstance(c.message, str) else c.message.decode(),
+        committed_at=c.committed_datetime,
+    )
 
 
 def _has_commit(repo: git.Repo, sha: str) -> bool:
