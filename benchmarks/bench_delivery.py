@@ -260,7 +260,7 @@ def main(rounds: int) -> None:
         git_port = services.free_port()
         started.append(services.start_git_daemon(tmp / "git", git_port))
         prefix = f"127.0.0.1:{port}/coelho"
-        repo = make_source_repo(GitServer(tmp / "git", git_port), prefix)
+        repo = make_source_repo(GitServer(tmp / "git", git_port))
 
         # The raw side's own clone and branch: its pushes must not move the branch the pipeline reads.
         raw_clone = tmp / "raw-clone"

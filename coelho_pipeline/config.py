@@ -7,7 +7,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import yaml
+
+from coelho_pipeline.loopback import is_loopback
 
 
 class ConfigError(ValueError):
@@ -61,6 +65,13 @@ class Settings:
         if not git_url:
             raise ConfigError("COELHO_GIT_URL is not set: give the URL of the source repository to watch")
         _check_git_url(git_url)
+        git_token = get("COELHO_GIT_TOKEN")
+        if git_token and urlsplit(git_url).scheme == "http" and not is_loopback(urlsplit(git_url).hostname):
+            # Basic auth over plain HTTP is readable by anyone on the path; loopback never leaves the host.
+            raise ConfigError(
+                f"COELHO_GIT_TOKEN is set but COELHO_GIT_URL={_redacted(git_url)!r} is plain http:// to a "
+                "non-loopback host: use https:// (the token would travel unencrypted)"
+            )
         branch = get("COELHO_GIT_BRANCH") or "master"
         if not _BRANCH_RE.match(branch):
             raise ConfigError(f"COELHO_GIT_BRANCH={branch!r} is not a valid branch name")
@@ -87,6 +98,7 @@ class Settings:
                 raise ConfigError(f"COELHO_SYNC_TIMEOUT={timeout_text!r} is not a number of seconds") from None
             if not 0 < sync_timeout <= 86400:
                 raise ConfigError(f"COELHO_SYNC_TIMEOUT={timeout_text!r} must be between 0 and 86400 seconds")
+        _check_sync_timeout_fits_run_monitoring(sync_timeout, env.get("DAGSTER_HOME"))
         kubeconfig = get("KUBECONFIG")
         if kubeconfig:
             for part in kubeconfig.split(os.pathsep):
@@ -99,7 +111,7 @@ class Settings:
         return cls(
             git_url=git_url,
             git_branch=branch,
-            git_token=get("COELHO_GIT_TOKEN"),
+            git_token=git_token,
             registry=registry,
             registry_username=username,
             registry_password=password,
@@ -117,18 +129,87 @@ class Settings:
         )
 
 
+# Query parameters that carry a credential on the hosting services people use (GitLab's
+# private_token, OAuth's access_token, signed URLs): git would store them in .git/config and print them.
+_SECRET_QUERY_RE = re.compile(r"token|passw|secret|auth|credential|api[_-]?key|signature|^sig$|^key$", re.I)
+
+
 def _check_git_url(url: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"COELHO_GIT_URL={_redacted(url)!r} is not a valid URL") from None
     if parts.scheme in ("http", "https", "git", "ssh", "file") and (parts.netloc or parts.scheme == "file"):
         if parts.scheme in ("http", "https") and (parts.username or parts.password):
             # A token or password in the URL would end up in logs and .git/config; COELHO_GIT_TOKEN is for that.
             raise ConfigError("COELHO_GIT_URL must not embed credentials; put the token in COELHO_GIT_TOKEN")
+        if parts.password is not None:
+            # ssh://user@host is how ssh names the login; a password there is a secret in plain text.
+            raise ConfigError(
+                f"COELHO_GIT_URL must not embed a password ({parts.scheme}://user:***@...): "
+                "use ssh://user@host with a key, or https:// with COELHO_GIT_TOKEN"
+            )
+        secret_keys = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+                              if _SECRET_QUERY_RE.search(k)})
+        if secret_keys:
+            raise ConfigError(
+                f"COELHO_GIT_URL must not carry a credential in its query string ({', '.join(secret_keys)}=***): "
+                "put the token in COELHO_GIT_TOKEN"
+            )
         return
     if not parts.scheme and (Path(url).is_absolute() or re.match(r"^[\w.-]+@[\w.-]+:", url)):
         return
     raise ConfigError(
-        f"COELHO_GIT_URL={url!r} is not a Git URL (expected http(s)://, git://, ssh://, file:// or an absolute path)"
+        f"COELHO_GIT_URL={_redacted(url)!r} is not a Git URL "
+        "(expected http(s)://, git://, ssh://, file:// or an absolute path)"
     )
+
+
+def _redacted(url: str) -> str:
+    """The URL with any userinfo and query replaced by ***, safe to put in a message."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "***"
+    netloc = f"***@{host}{port}" if "@" in parts.netloc else parts.netloc
+    return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else "", fragment=""))
+
+
+def _check_sync_timeout_fits_run_monitoring(sync_timeout: float, dagster_home: str | None) -> None:
+    """The sync wait must end before run monitoring kills the run (it would die without a message)."""
+    max_runtime, source = run_monitoring_max_runtime(dagster_home)
+    if max_runtime and sync_timeout >= max_runtime:
+        raise ConfigError(
+            f"COELHO_SYNC_TIMEOUT={sync_timeout:g} is not shorter than run_monitoring.max_runtime_seconds="
+            f"{max_runtime} in {source}: a delivery would be killed while waiting for Argo CD; "
+            "lower COELHO_SYNC_TIMEOUT or raise max_runtime_seconds"
+        )
+
+
+def run_monitoring_max_runtime(dagster_home: str | None) -> tuple[int, str]:
+    """(run_monitoring.max_runtime_seconds, file) from $DAGSTER_HOME/dagster.yaml; 0 when not limited."""
+    if not dagster_home:
+        return 0, ""
+    path = Path(dagster_home) / "dagster.yaml"
+    if not path.is_file():
+        return 0, str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        # Not the parser's text: it quotes the file, and dagster.yaml may hold a database password.
+        raise ConfigError(f"DAGSTER_HOME: {path} is not valid YAML{where}") from None
+    monitoring = data.get("run_monitoring") if isinstance(data, dict) else None
+    if not isinstance(monitoring, dict) or not monitoring.get("enabled"):
+        return 0, str(path)
+    value = monitoring.get("max_runtime_seconds") or 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"DAGSTER_HOME: run_monitoring.max_runtime_seconds in {path} is not a whole number")
+    return max(value, 0), str(path)
 
 
 def _check_relative_path(name: str, value: str) -> None:

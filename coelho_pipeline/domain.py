@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,19 @@ class AppPlan:
     """What the delivery of one commit does for one app."""
 
     app: str
-    deployed_tag: str | None  # the tag values.yaml holds at the branch tip
+    deployed_tag: str | None  # the tag values.yaml holds at the source commit: the delivery before it
     rebuild: bool
     reason: str
+    repository: str = ""  # where the image is pushed: <COELHO_REGISTRY>/<image>
 
 
 @dataclass(frozen=True)
 class SourceCommit:
+    """A commit of the watched branch and its plan, computed from the commit itself (its own tree
+    and the values.yaml it carries), so every rerun of its partition tells the same story."""
+
     commit: CommitInfo
-    branch_tip: str  # manifest branch tip the plan was computed against
+    branch_tip: str  # branch head when the plan was made (for the record; the plan does not depend on it)
     plans: tuple[AppPlan, ...]
 
     @property
@@ -53,7 +58,9 @@ class ImageRef:
     repository: str  # <registry>/<image>
     tag: str
     digest: str | None
-    rebuilt: bool
+    rebuilt: bool  # built and pushed by this run
+    new_tag: bool = False  # tagged with this source commit (built now or earlier), so its tag is written
+    reason: str = ""
 
     @property
     def ref(self) -> str:
@@ -61,20 +68,32 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class ValueWrite:
+    """One scalar the delivery sets in values.yaml: an app's image tag or its repository."""
+
+    app: str
+    path: str  # values key path, e.g. fastapi.image.tag
+    value: str
+    kind: Literal["tag", "repository"]
+
+
+@dataclass(frozen=True)
 class ValuesEdit:
-    """The tag writes for one source commit and the file they produce at ``base_sha``."""
+    """What one source commit writes into values.yaml, and what that changed at ``base_sha``."""
 
     path: str
-    base_sha: str
-    tags: tuple[tuple[str, str], ...]  # (values key path, tag) for every app, changed or not
-    changes: tuple[tuple[str, str | None, str], ...]  # (key path, old, new) actually changed
-    text: str
+    base_sha: str  # the branch tip the writes were applied to and checked against
+    writes: tuple[ValueWrite, ...]  # the desired writes, re-applied to whatever tip the push lands on
+    changes: tuple[tuple[str, str | None, str], ...]  # (key path, old, new) actually changed at base_sha
+    notes: tuple[str, ...]  # writes left out and why (e.g. a newer delivery's tag is kept)
 
 
 @dataclass(frozen=True)
 class ManifestCommit:
-    sha: str  # the commit Argo CD must reach: the new manifest commit, or the tip when nothing changed
+    sha: str  # this delivery's commit: the one it pushed, found by its trailer, or the one already holding its tags
     created: bool
     source_sha: str
     attempts: int
     reason: str
+    branch_head: str = ""  # the branch tip seen by the commit step
+    changes: tuple[tuple[str, str | None, str], ...] = ()

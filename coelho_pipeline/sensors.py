@@ -1,13 +1,40 @@
-"""The Git push sensor: a new commit on the watched branch becomes a partition and a delivery run."""
+"""The Git push sensor: a new commit on the watched branch becomes a partition and a delivery run.
+
+Besides new commits, every tick without one looks at the delivery it requested last: when that run
+failed transiently (every failed step said so) or was lost (its worker died, it never started), the
+commit is requested again under a new run key, at most ``MAX_DELIVERY_ATTEMPTS`` runs per commit.
+A terminal failure (bad input, refused credentials, a failed build) is not retried: it needs a fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
 
 import dagster as dg
+from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
 from coelho_pipeline.domain import CommitInfo
 from coelho_pipeline.jobs import deliver_commit
 from coelho_pipeline.partitions import source_commits
-from coelho_pipeline.resources.git import GitResource
+from coelho_pipeline.resources.git import GitError, GitRemote, GitResource
 
 SKIP_MARKERS = ("[skip ci]", "[ci skip]")
+SENSOR_NAME = "git_push_sensor"
+SOURCE_SHA_TAG = "coelho/source-sha"
+REDELIVERY_TAG = "coelho/redelivery"
+
+# Runs of one commit, the first included (Dagster's own run retries count too): a remote that stays
+# down gets a few more chances over the next ticks, not an endless loop of runs.
+MAX_DELIVERY_ATTEMPTS = 4
+# How far below the head a tick after a force-push looks for the newest commit that is not the pipeline's.
+REWRITE_WALK_LIMIT = 200
+# Bound of every git command (and of the wait for the cache clone's lock) within one tick.
+SENSOR_GIT_TIMEOUT_SECONDS = 45.0
+
+# Why Dagster ended a run without a step failure: the run never ran to the end, so nothing about the
+# commit was judged. (None: marked failed from outside, e.g. the code server saw its worker die.)
+_LOST_REASONS = frozenset({None, "UNEXPECTED_TERMINATION", "START_TIMEOUT", "RUN_WORKER_RESTART", "UNKNOWN"})
 
 
 def is_pipeline_commit(commit: CommitInfo, pipeline_email: str) -> bool:
@@ -18,29 +45,72 @@ def is_pipeline_commit(commit: CommitInfo, pipeline_email: str) -> bool:
 @dg.sensor(job=deliver_commit, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
 def git_push_sensor(context: dg.SensorEvaluationContext, git: GitResource) -> dg.SensorResult | dg.SkipReason:
     """Watches the branch with ls-remote; delivers the newest new commit, records the ones it supersedes."""
-    remote = git.remote()
+    # A tick must end well within Dagster's sensor evaluation timeout (60 s), also when the remote
+    # hangs or a delivery holds the cache clone: then the tick is skipped and the next one tries again.
+    remote = replace(git.remote(), network_timeout=SENSOR_GIT_TIMEOUT_SECONDS,
+                     lock_timeout=SENSOR_GIT_TIMEOUT_SECONDS)
+    try:
+        return _tick(context, remote, git.author_email)
+    except GitError as e:
+        if not e.timed_out:  # refused, unknown host, 4xx: a failed tick, red in the UI, tried again next tick
+            raise
+        return dg.SkipReason(f"git did not answer in time, trying again on the next tick: {e}")
+
+
+def _tick(context: dg.SensorEvaluationContext, remote: GitRemote,
+          pipeline_email: str) -> dg.SensorResult | dg.SkipReason:
     head = remote.ls_remote_head()
     if head is None:
         return dg.SkipReason(f"branch {remote.branch} does not exist on {remote.display_url}")
     if head == context.cursor:
-        return dg.SkipReason(f"no new commit on {remote.branch} (head {head[:12]})")
+        return _redeliver_or_skip(context, dg.SkipReason(f"no new commit on {remote.branch} (head {head[:12]})"),
+                                  cursor=None)
     remote.fetch()
     cursor = context.cursor
     rewritten = bool(cursor) and not (remote.has_commit(cursor) and remote.is_ancestor(cursor, head))
     if rewritten:
-        # A force-push replaced the history the cursor was on: deliver the new head as found, even if
-        # that commit was delivered before (its manifest commit may be gone with the old history).
-        # Redelivering is safe: a manifest commit still on the branch is found by its trailer.
-        context.log.warning(f"{remote.branch} was rewritten: {cursor[:12]} is not an ancestor of {head[:12]}")
-        cursor = None
+        return _after_rewrite(context, remote, pipeline_email, head)
     new = remote.commits_between(cursor, head)
-    candidates = [c for c in new if not is_pipeline_commit(c, git.author_email)]
+    candidates = [c for c in new if not is_pipeline_commit(c, pipeline_email)]
     if not candidates:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(f"only pipeline commits since {str(context.cursor)[:12]}; head {head[:12]}"),
-            cursor=head,
-        )
-    newest, superseded = candidates[0], candidates[1:]
+        skip = dg.SkipReason(f"only pipeline commits since {str(context.cursor)[:12]}; head {head[:12]}")
+        return _redeliver_or_skip(context, skip, cursor=head)
+    return _deliver(context, candidates[0], candidates[1:], head, run_key=candidates[0].sha)
+
+
+def _after_rewrite(context: dg.SensorEvaluationContext, remote: GitRemote, pipeline_email: str,
+                   head: str) -> dg.SensorResult:
+    """A force-push replaced the history the cursor was on. Deliver the newest commit of the new history
+    that is not the pipeline's, even when the pipeline's own commit landed on top of it before this tick,
+    unless its manifest commit (found by the Source-Commit trailer) is on the new history already."""
+    old = str(context.cursor)
+    context.log.warning(f"{remote.branch} was rewritten: {old[:12]} is not an ancestor of {head[:12]}")
+    # Commits above the merge-base with the old cursor are new; the first human one among them wins.
+    above = remote.commits_between(old, head, limit=REWRITE_WALK_LIMIT) if remote.has_commit(old) else []
+    humans = [c for c in above if not is_pipeline_commit(c, pipeline_email)]
+    if humans:
+        newest, superseded = humans[0], humans[1:]
+    else:
+        # Nothing new above the merge-base (the branch went back, or the old cursor is unknown): the
+        # newest human commit below is what the branch now deploys, delivered or not on this history.
+        newest = next((c for c in remote.history(head, limit=REWRITE_WALK_LIMIT)
+                       if not is_pipeline_commit(c, pipeline_email)), None)
+        superseded = []
+    if newest is None:
+        return dg.SensorResult(skip_reason=dg.SkipReason(
+            f"{remote.branch} was rewritten; no commit but the pipeline's in the last {REWRITE_WALK_LIMIT} "
+            f"below {head[:12]}"), cursor=head)
+    delivered_by = remote.find_manifest_commit(newest.sha)
+    if delivered_by:
+        return dg.SensorResult(skip_reason=dg.SkipReason(
+            f"{remote.branch} was rewritten; {newest.sha[:12]} is already delivered by {delivered_by[:12]} "
+            "on the new history"), cursor=head)
+    # A new run key: a commit delivered on the old history must run again, its manifest commit is gone.
+    return _deliver(context, newest, superseded, head, run_key=f"{newest.sha}@rewrite-{old}")
+
+
+def _deliver(context: dg.SensorEvaluationContext, newest: CommitInfo, superseded: Sequence[CommitInfo],
+             head: str, *, run_key: str, extra_tags: dict[str, str] | None = None) -> dg.SensorResult:
     observations = []
     if superseded:
         context.log.info(f"delivering {newest.sha[:12]}; superseded without a build: "
@@ -55,10 +125,69 @@ def git_push_sensor(context: dg.SensorEvaluationContext, git: GitResource) -> dg
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
             partition_key=newest.sha,
-            run_key=f"{newest.sha}@rewrite-{context.cursor}" if rewritten else newest.sha,
-            tags={"coelho/source-sha": newest.sha, "coelho/superseded": str(len(superseded))},
+            run_key=run_key,
+            tags={SOURCE_SHA_TAG: newest.sha, "coelho/superseded": str(len(superseded)), **(extra_tags or {})},
         )],
         dynamic_partitions_requests=[source_commits.build_add_request([newest.sha])],
         asset_events=observations,
         cursor=head,
     )
+
+
+def _redeliver_or_skip(context: dg.SensorEvaluationContext, skip: dg.SkipReason,
+                       cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+    """No new commit to deliver: request the last delivery again if it failed transiently or was lost."""
+    request = _redelivery_request(context)
+    if request is None:
+        return dg.SensorResult(skip_reason=skip, cursor=cursor) if cursor else skip
+    return dg.SensorResult(run_requests=[request], cursor=cursor or context.cursor)
+
+
+def _redelivery_request(context: dg.SensorEvaluationContext) -> dg.RunRequest | None:
+    instance = context.instance
+    last = instance.get_runs(filters=dg.RunsFilter(job_name=deliver_commit.name,
+                                                   tags={"dagster/sensor_name": SENSOR_NAME}), limit=1)
+    if not last or SOURCE_SHA_TAG not in last[0].tags:
+        return None
+    sha = last[0].tags[SOURCE_SHA_TAG]
+    every_run = instance.get_runs(filters=dg.RunsFilter(job_name=deliver_commit.name, tags={SOURCE_SHA_TAG: sha}))
+    # Newest first; only the runs since the last success count: a commit delivered on a history that a
+    # force-push replaced is delivered again, and those runs get their own attempts.
+    succeeded = next((i for i, r in enumerate(every_run) if r.status == dg.DagsterRunStatus.SUCCESS), None)
+    runs = every_run[:succeeded]
+    if not runs:
+        return None  # delivered
+    latest = runs[0]  # a manual re-execution or a run retry of this commit counts as well
+    if latest.status != dg.DagsterRunStatus.FAILURE:
+        return None  # still queued/running, or canceled by someone on purpose
+    if latest.tags.get(WILL_RETRY_TAG) == "true" or AUTO_RETRY_RUN_ID_TAG in latest.tags:
+        return None  # Dagster's run retries (dagster.yaml) take this one
+    verdict = failure_kind(instance, latest)
+    if verdict == "terminal":
+        return None
+    if len(runs) >= MAX_DELIVERY_ATTEMPTS:
+        context.log.warning(f"delivery of {sha[:12]} failed ({verdict}) in {len(runs)} runs; not requested again")
+        return None
+    context.log.info(f"delivery of {sha[:12]} failed ({verdict}) in run {latest.run_id}: requesting it again")
+    return dg.RunRequest(
+        partition_key=sha,
+        run_key=f"{sha}@redelivery-{len(runs)}",
+        tags={SOURCE_SHA_TAG: sha, "coelho/superseded": "0", REDELIVERY_TAG: str(len(runs)),
+              "coelho/redelivery-of": latest.run_id},
+    )
+
+
+def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """"transient" when every failed step raised a failure marked transient (see errors.failure),
+    "lost" when the run ended without any step failing, "terminal" otherwise."""
+    reason = run.tags.get(RUN_FAILURE_REASON_TAG)
+    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    if not failures:
+        return "lost" if reason in _LOST_REASONS else "terminal"
+    for record in failures:
+        data = record.dagster_event.step_failure_data if record.dagster_event else None
+        user = data.user_failure_data if data else None
+        transient = user.metadata.get("transient") if user else None
+        if not (transient is not None and transient.value is True):
+            return "terminal"
+    return "transient"

@@ -3,7 +3,7 @@
 The pure core of the "update manifests" step: text in, text out, no I/O.
 Re-dumping a YAML document (even with ruamel's round-trip mode) is how
 image updaters end up moving comments, adding blank lines or re-quoting
-values (argocd-image-updater #1283, Flux IAC #68). Here ruamel.yaml only
+values. Here ruamel.yaml only
 *locates* the scalar: the round-trip composer gives every node its exact
 start and end offsets in the input string, and the new text is spliced in at
 exactly that span. Every byte outside the span is copied from the input.
@@ -30,10 +30,12 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 
 __all__ = [
+    "RepositoryWrite",
     "TagChange",
     "TagKind",
     "TagWrite",
     "ValuesError",
+    "aliases_of",
     "read_scalar",
     "read_tag",
     "set_tags",
@@ -43,6 +45,11 @@ TagKind = Literal["tag", "image-string"]
 
 # Docker's tag grammar (distribution/reference): 1-128 chars, no leading "." or "-".
 _DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# An image repository: an optional registry host[:port], then lower-case path components.
+_REPOSITORY = re.compile(
+    r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
 
 # One dotted path segment: a key, then any number of [N] list indexes.
 _PATH_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[[0-9]+\])*)")
@@ -103,6 +110,15 @@ class TagWrite:
     path: str
     tag: str
     kind: TagKind = "tag"
+
+
+@dataclass(frozen=True)
+class RepositoryWrite:
+    """One requested write of an image repository (``host[:port]/path``), e.g. at
+    ``fastapi.image.repository``, so the file names the registry the image was pushed to."""
+
+    path: str
+    repository: str
 
 
 @dataclass(frozen=True)
@@ -189,7 +205,7 @@ def read_tag(
 
 
 def set_tags(
-    text: str, writes: Sequence[TagWrite], *, source: str = "values.yaml"
+    text: str, writes: Sequence[TagWrite | RepositoryWrite], *, source: str = "values.yaml"
 ) -> tuple[str, list[TagChange]]:
     """Apply ``writes`` to ``text`` and return the new text and the changes made.
 
@@ -238,6 +254,48 @@ def set_tags(
     return "".join(reversed(pieces)), [edit.change for edit in edits.values()]
 
 
+def aliases_of(text: str, path: str, *, source: str = "values.yaml") -> list[str]:
+    """Key paths that alias the scalar at ``path`` or one of the mappings it sits in.
+
+    Writing such a scalar also changes every one of those keys; callers that must not change
+    keys silently refuse the write or report them. An empty list means the write stays local.
+    """
+    steps = _parse_path(path, source)
+    root = _compose(text, source, path)
+    _locate(text, root, path, steps, source)  # same errors as a read: missing key, not a scalar
+    chain: list[Node] = [root] if root is not None else []
+    node = root
+    for step in steps:
+        if isinstance(step, str):
+            node = next(v for k, v in node.value if isinstance(k, ScalarNode) and k.value == step)
+        else:
+            node = node.value[step]
+        chain.append(node)
+    anchored = {id(n) for n in chain if getattr(n, "anchor", None)}
+    if not anchored:
+        return []
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def walk(current: Node, where: str) -> None:
+        if id(current) in seen:  # a second visit is an alias (the anchor comes first in the text)
+            if id(current) in anchored:
+                found.append(where or "(document root)")
+            return
+        seen.add(id(current))
+        if isinstance(current, MappingNode):
+            for key, value in current.value:
+                label = key.value if isinstance(key, ScalarNode) else "?"
+                walk(value, f"{where}.{label}" if where else label)
+        elif isinstance(current, SequenceNode):
+            for index, item in enumerate(current.value):
+                walk(item, f"{where}[{index}]")
+
+    if root is not None:
+        walk(root, "")
+    return found
+
+
 def _parse_path(path: str, source: str) -> list[str | int]:
     """Split ``a.b[0].c`` into ``["a", "b", 0, "c"]``."""
     steps: list[str | int] = []
@@ -254,7 +312,16 @@ def _parse_path(path: str, source: str) -> list[str | int]:
     return steps
 
 
-def _check_tag(write: TagWrite, source: str, line: int) -> None:
+def _check_tag(write: TagWrite | RepositoryWrite, source: str, line: int) -> None:
+    if isinstance(write, RepositoryWrite):
+        if not _REPOSITORY.fullmatch(write.repository):
+            raise ValuesError(
+                f"{write.repository!r} is not an image repository (host[:port]/lower-case/path)",
+                source=source,
+                path=write.path,
+                line=line,
+            )
+        return
     if write.kind not in ("tag", "image-string"):
         raise ValuesError(
             f"unknown kind {write.kind!r}", source=source, path=write.path, line=line
@@ -492,7 +559,9 @@ def _split_image_ref(ref: str, *, path: str, source: str, line: int) -> tuple[st
     return ref, None
 
 
-def _new_value(scalar: _Scalar, write: TagWrite, source: str) -> str:
+def _new_value(scalar: _Scalar, write: TagWrite | RepositoryWrite, source: str) -> str:
+    if isinstance(write, RepositoryWrite):
+        return write.repository
     if write.kind == "tag":
         return write.tag
     if not scalar.value:

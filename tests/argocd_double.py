@@ -20,8 +20,9 @@ Dagster assets and jobs that use it) can be tested end to end without a cluster:
 
 Not emulated: Helm rendering (only the image keys of the values file are read, with
 ``spec.source.helm.parameters`` overrides), multi-source apps, sync waves/hooks/pruning,
-retries (``operation.retry``), self-heal, the periodic 3-minute resync, Terminating, sync
-windows, the Argo CD API server. Auto-sync (off by default) runs once per revision.
+retries (``operation.retry``), self-heal, Terminating, sync windows, the Argo CD API server.
+The periodic resync (Argo CD's ``timeout.reconciliation``, 3 minutes) is off unless
+``resync_interval`` is given. Auto-sync (off by default) runs once per revision.
 
 It runs in its own daemon thread with its own asyncio loop, so it works inside pytest (sync or
 async tests) and for subprocesses (the Dagster daemon's run workers) that reach it through
@@ -65,7 +66,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,6 +118,7 @@ class _AppState:
     degraded: str | None = None
     auto_synced: set[str] = field(default_factory=set)
     history_id: int = 0
+    compared_at: float = 0.0  # monotonic time of the last comparison
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,9 @@ class ArgoCDControllerDouble:
         whole_second_timestamps: write timestamps like Kubernetes ``metav1.Time`` (whole
             seconds) instead of microseconds.
         poll_interval: controller loop period.
+        resync_interval: re-compare every Application this often (seconds), as Argo CD's periodic
+            reconciliation does; that is how a push nobody announced reaches ``status.sync``.
+            None (default) = only on refresh requests and live edits.
     """
 
     def __init__(
@@ -181,6 +186,7 @@ class ArgoCDControllerDouble:
         whole_second_timestamps: bool = False,
         poll_interval: float = 0.05,
         git_timeout: float = 30.0,
+        resync_interval: float | None = None,
     ) -> None:
         self.image_values = dict(image_values)
         self.deploy_namespace = deploy_namespace
@@ -193,6 +199,7 @@ class ArgoCDControllerDouble:
         self.whole_second_timestamps = whole_second_timestamps
         self.poll_interval = poll_interval
         self.git_timeout = git_timeout
+        self.resync_interval = resync_interval
 
         self.events: list[Event] = []
         self.errors: list[BaseException] = []  # controller-loop failures; should stay empty
@@ -507,8 +514,11 @@ class ArgoCDControllerDouble:
             return
 
         annotation = ((app.get("metadata") or {}).get("annotations") or {}).get(REFRESH_ANNOTATION)
+        if self.resync_interval is not None and now - st.compared_at >= self.resync_interval:
+            st.compare_requested = True
         if annotation is not None or st.compare_requested:
             st.compare_requested = False
+            st.compared_at = now
             await self._compare(key, app, reason=f"refresh={annotation}" if annotation else "controller")
             return
 
@@ -959,3 +969,66 @@ def _set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
             nxt = node[part] = {}
         node = nxt
     node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Label selectors: kmock ignores them, so tests apply them to what it answers, as an apiserver would
+# ---------------------------------------------------------------------------------------------
+
+_SET_RE = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s+(in|notin)\s*\(([^)]*)\)\s*$")
+_EQ_RE = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)\s*$")
+_EXISTS_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9./_-]+)\s*$")
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A parsed Kubernetes label selector (equality- and set-based), matched client-side."""
+
+    requirements: tuple[tuple[str, str, frozenset[str]], ...]  # (key, op, values)
+
+    @classmethod
+    def parse(cls, text: str) -> LabelSelector:
+        reqs: list[tuple[str, str, frozenset[str]]] = []
+        for term in _split_terms(text):
+            if m := _SET_RE.match(term):
+                values = frozenset(v.strip() for v in m.group(3).split(",") if v.strip())
+                reqs.append((m.group(1), m.group(2), values))
+            elif m := _EQ_RE.match(term):
+                reqs.append((m.group(1), "!=" if m.group(2) == "!=" else "=", frozenset({m.group(3)})))
+            elif m := _EXISTS_RE.match(term):
+                reqs.append((m.group(2), "!exists" if m.group(1) else "exists", frozenset()))
+            else:
+                raise ValueError(f"invalid label selector term {term!r} in {text!r}")
+        return cls(tuple(reqs))
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        for key, op, values in self.requirements:
+            present = key in labels
+            value = labels.get(key)
+            ok = {
+                "=": present and value in values,
+                "!=": not present or value not in values,
+                "in": present and value in values,
+                "notin": not present or value not in values,
+                "exists": present,
+                "!exists": not present,
+            }[op]
+            if not ok:
+                return False
+        return True
+
+
+def _split_terms(text: str) -> Iterable[str]:
+    depth, current = 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            yield "".join(current)
+            current = []
+        else:
+            current.append(ch)
+    if "".join(current).strip():
+        yield "".join(current)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ def base_images(docker_host: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def registry_addr(session_dir: Path) -> Iterator[str]:
     port = services.free_port()
+    while port == 5000:  # the port values.yaml names: the tests must run with another one
+        port = services.free_port()
     service = services.start_registry(session_dir / "registry", port)
     yield f"127.0.0.1:{port}"
     service.stop()
@@ -107,7 +110,7 @@ def pipeline(tmp_path: Path, git_server: GitServer, registry_addr: str, base_ima
     from pipeline_harness import Pipeline, make_source_repo, settings_for
 
     prefix = f"{registry_addr}/coelho"
-    repo = make_source_repo(git_server, prefix)
+    repo = make_source_repo(git_server)
     with dg.instance_for_test() as instance:
         yield Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
 
@@ -131,3 +134,50 @@ def argocd_for_repo(tmp_path: Path):
     for double in started:
         double.stop()
         assert not double.errors, f"the Argo CD double's controller failed: {double.errors}"
+
+
+@pytest.fixture
+def dagster_dev_env() -> dict[str, str]:
+    """Extra environment for `dagster dev`; a test module overrides this fixture to change settings."""
+    return {}
+
+
+@pytest.fixture
+def argocd_double_options() -> dict:
+    """Options for the Argo CD controller double of `dagster_dev`; overridable per test module."""
+    return {}
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host, argocd_for_repo,
+                dagster_dev_env: dict[str, str], argocd_double_options: dict):
+    """`dagster dev` (webserver + daemon, sqlite) watching a fresh source repo, with the Argo CD double;
+    yields (repo, instance, double, port). Its registry is the session's, which values.yaml does not name."""
+    from pipeline_harness import make_source_repo
+
+    prefix = f"{registry_addr}/coelho"
+    repo = make_source_repo(git_server)
+    double, kubeconfig = argocd_for_repo(repo, **argocd_double_options)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = services.free_port()
+    env = {
+        **os.environ, "DAGSTER_HOME": str(home), "DOCKER_HOST": docker_host,
+        "COELHO_GIT_URL": repo.url, "COELHO_REGISTRY": prefix, "COELHO_BUILD_NETWORK": "host",
+        "COELHO_BUILD_ARGS": " ".join(f"{k}={v}" for k, v in base_images.items()),
+        "COELHO_APPS": "fastapi,kafka_producers,sveltekit", "COELHO_WORKDIR": str(tmp_path / "work"),
+        "KUBECONFIG": str(kubeconfig), "COELHO_SYNC_TIMEOUT": "60", **dagster_dev_env,
+    }
+    service = services.start_dagster_dev(project_dir=REPO_ROOT, env=env, port=port, log_path=tmp_path / "dagster.log")
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield repo, instance, double, port
+    finally:
+        started = time.monotonic()
+        service.stop(timeout=30)
+    # Dagster shut itself down on SIGTERM (a SIGKILL after the timeout would show as -9).
+    assert service.process.returncode == 0, f"dagster dev exited with {service.process.returncode}"
+    assert time.monotonic() - started < 30
+
+

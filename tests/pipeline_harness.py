@@ -21,14 +21,6 @@ DEV = {"GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@coelho-realtime.local"
        "GIT_COMMITTER_NAME": "Dev", "GIT_COMMITTER_EMAIL": "dev@coelho-realtime.local"}
 
 
-def point_values_at_registry(registry_prefix: str):
-    """The chart's default repositories name 127.0.0.1:5000/coelho; the test registry has another port."""
-    def rewrite(work: Path) -> None:
-        values = work / "k3d" / "helm" / "values.yaml"
-        values.write_text(values.read_text().replace("127.0.0.1:5000/coelho/", f"{registry_prefix}/"))
-    return rewrite
-
-
 @dataclass
 class SourceRepo:
     """The watched remote plus a developer's clone of it."""
@@ -76,18 +68,13 @@ class SourceRepo:
         return [tuple(line.split("\t", 2)) for line in out.splitlines()]  # type: ignore[misc]
 
 
-def make_source_repo(git_server, registry_prefix: str, *, real_apps: bool = False,
-                     values_rewrite=None) -> SourceRepo:
+def make_source_repo(git_server, *, real_apps: bool = False, values_rewrite=None) -> SourceRepo:
+    """A fresh remote seeded with the apps and this repo's k3d/ exactly as shipped: its values.yaml
+    names 127.0.0.1:5000/coelho, which is never the test registry (a random port), as for a user
+    with their own registry."""
     name = f"coelho-{uuid.uuid4().hex[:8]}"
     app_source = (REPO_ROOT, ["apps"]) if real_apps else (FIXTURES, ["apps", "README.md"])
-    rewrite = point_values_at_registry(registry_prefix)
-
-    def both(work: Path) -> None:
-        rewrite(work)
-        if values_rewrite:
-            values_rewrite(work)
-
-    services.seed_remote(git_server.path(name), [app_source, (REPO_ROOT, ["k3d"])], rewrite=both)
+    services.seed_remote(git_server.path(name), [app_source, (REPO_ROOT, ["k3d"])], rewrite=values_rewrite)
     clone = git_server.base.parent / f"{name}-dev"
     services.git("clone", "-q", git_server.url(name), str(clone), cwd=git_server.base.parent)
     return SourceRepo(bare=git_server.path(name), url=git_server.url(name), clone=clone)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argocd_double import ArgoCDControllerDouble, application_from_yaml
+from argocd_double import ArgoCDControllerDouble, LabelSelector, application_from_yaml
 from argocd_fixtures import (  # noqa: F401 - fixtures
     APP_NAME,
     APP_NAMESPACE,
@@ -43,7 +43,6 @@ from coelho_pipeline.resources.argocd import (
     ArgoCDError,
     ArgoCDPermissionError,
     ArgoCDResource,
-    LabelSelector,
     SyncFailed,
     SyncTimeout,
     assess,
@@ -295,11 +294,15 @@ def test_deployment_images_and_drift(argocd_double: ArgoCDControllerDouble, argo
     images = deploy_repo.images({"fastapi": "f1", "kafkaProducers": "k1", "sveltekit": "s1"})
     assert argocd_client.deployment_images(namespace=DEPLOY_NAMESPACE) == {n: (i,) for n, i in images.items()}
 
-    # kmock ignores selectors; the client filters.
-    only = argocd_client.deployment_images(
-        namespace=DEPLOY_NAMESPACE, label_selector="app.kubernetes.io/component in (fastapi,sveltekit)"
-    )
-    assert set(only) == {"coelho-realtime-fastapi", "coelho-realtime-sveltekit"}
+    # The selector goes to the API server (kmock ignores it; a real apiserver applies it, as
+    # the double's LabelSelector does here to what was listed).
+    selector = "app.kubernetes.io/component in (fastapi,sveltekit)"
+    argocd_client.deployment_images(namespace=DEPLOY_NAMESPACE, label_selector=selector)
+    listed = [r for r in argocd_double.call(lambda: list(argocd_double.emulator)) if r.params.get("labelSelector")]
+    assert [r.params["labelSelector"] for r in listed] == [selector]
+    parsed = LabelSelector.parse(selector)
+    matching = {name for name, d in argocd_double.deployments().items() if parsed.matches(d["metadata"]["labels"])}
+    assert matching == {"coelho-realtime-fastapi", "coelho-realtime-sveltekit"}
     assert argocd_client.deployment_images(namespace="elsewhere") == {}
 
     # Someone edits a live Deployment: the images change, Argo CD reports the drift.
@@ -544,8 +547,11 @@ class ScriptedCustomApi:
         self.patches: list[Mapping[str, Any]] = []
         self.gets = 0
         self.patch_error: Exception | None = None
+        self.timeouts: list[Any] = []  # the _request_timeout of every call
 
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> Any:
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
+                                     **kwargs: Any) -> Any:
+        self.timeouts.append(kwargs.get("_request_timeout"))
         item = self.objects[min(self.gets, len(self.objects) - 1)]
         self.gets += 1
         if isinstance(item, Exception):
@@ -554,6 +560,7 @@ class ScriptedCustomApi:
 
     def patch_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
                                        body: Mapping[str, Any], **kwargs: Any) -> Any:
+        self.timeouts.append(kwargs.get("_request_timeout"))
         if self.patch_error is not None:
             raise self.patch_error
         self.patches.append(body)

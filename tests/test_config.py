@@ -54,3 +54,93 @@ def test_bad_values_name_the_variable(env: dict, variable: str) -> None:
         Settings.from_env(env)
     assert variable in str(info.value)
     assert "hunter2" not in str(info.value) and "pw" not in str(info.value).replace("PASSWORD", "")
+
+
+# Case 8: credentials in COELHO_GIT_URL are refused, and the message never repeats them.
+@pytest.mark.parametrize("url", [
+    "https://gitlab.example/coelho.git?private_token=glpat-hunter2",
+    "https://git.example/coelho.git?access_token=hunter2",
+    "https://git.example/coelho.git?ref=x&token=hunter2",
+    "http://127.0.0.1:8080/coelho.git?Token=hunter2",
+    "ssh://bot:hunter2@git.example/coelho.git",
+    "ssh://bot:hunter2@git.example:2222/coelho.git",
+    "git://bot:hunter2@git.example/coelho.git",
+])
+def test_credentials_in_the_git_url_are_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"COELHO_GIT_URL": url})
+    assert "COELHO_GIT_URL" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", [
+    "ssh://git@git.example/coelho.git",
+    "ssh://git@git.example:2222/coelho.git",
+    "git@git.example:team/coelho.git",
+    "https://git.example/coelho.git?ref=main",
+])
+def test_ssh_user_and_harmless_queries_are_fine(url: str) -> None:
+    assert Settings.from_env({"COELHO_GIT_URL": url}).git_url == url
+
+
+def test_a_malformed_url_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"COELHO_GIT_URL": "https://bot:hunter2@git.example:notaport/x.git"})
+    assert "COELHO_GIT_URL" in str(info.value) and "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["http://git.example/coelho.git", "http://10.0.0.5:3000/coelho.git"])
+def test_a_token_over_plain_http_to_another_host_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"COELHO_GIT_URL": url, "COELHO_GIT_TOKEN": "hunter2"})
+    message = str(info.value)
+    assert "COELHO_GIT_TOKEN" in message and "COELHO_GIT_URL" in message and "hunter2" not in message
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/coelho.git", "http://localhost/coelho.git",
+                                 "http://[::1]:8080/coelho.git", "https://git.example/coelho.git"])
+def test_a_token_over_loopback_http_or_https_is_accepted(url: str) -> None:
+    assert Settings.from_env({"COELHO_GIT_URL": url, "COELHO_GIT_TOKEN": "hunter2"}).git_token == "hunter2"
+
+
+# Case 9: the sync wait must fit inside the run's maximum runtime, or run monitoring kills it mid-wait.
+def _home(tmp_path, text: str) -> str:
+    (tmp_path / "dagster.yaml").write_text(text)
+    return str(tmp_path)
+
+
+def test_a_sync_timeout_longer_than_run_monitoring_allows_is_refused(tmp_path) -> None:
+    home = _home(tmp_path, "run_monitoring: {enabled: true, max_runtime_seconds: 1200}\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, "DAGSTER_HOME": home, "COELHO_SYNC_TIMEOUT": "1500"})
+    message = str(info.value)
+    assert "COELHO_SYNC_TIMEOUT=1500" in message and "max_runtime_seconds=1200" in message
+    assert str(tmp_path / "dagster.yaml") in message
+
+
+def test_the_default_sync_timeout_fits_the_repositorys_dagster_yaml() -> None:
+    from pathlib import Path
+    home = str(Path(__file__).resolve().parents[1])
+    assert Settings.from_env({**BASE, "DAGSTER_HOME": home}).sync_timeout == 600
+
+
+@pytest.mark.parametrize("text", [
+    "run_monitoring: {enabled: false, max_runtime_seconds: 60}\n",
+    "run_monitoring: {enabled: true}\n",
+    "telemetry: {enabled: false}\n",
+    "",
+])
+def test_no_runtime_limit_means_no_constraint(tmp_path, text: str) -> None:
+    home = _home(tmp_path, text)
+    assert Settings.from_env({**BASE, "DAGSTER_HOME": home, "COELHO_SYNC_TIMEOUT": "3000"}).sync_timeout == 3000
+
+
+def test_no_dagster_yaml_means_no_constraint(tmp_path) -> None:
+    assert Settings.from_env({**BASE, "DAGSTER_HOME": str(tmp_path), "COELHO_SYNC_TIMEOUT": "5000"}).sync_timeout == 5000
+
+
+def test_a_broken_dagster_yaml_names_the_file_not_its_content(tmp_path) -> None:
+    home = _home(tmp_path, "storage: {postgres: {password: hunter2\nrun_monitoring: [\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, "DAGSTER_HOME": home})
+    assert "dagster.yaml" in str(info.value) and "hunter2" not in str(info.value)

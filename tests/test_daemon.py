@@ -5,10 +5,7 @@ served by kmock with the controller double (tests/argocd_double.py) moving its s
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -16,54 +13,9 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from coelho_pipeline.dev import services
-from pipeline_harness import REPO_ROOT, make_source_repo
+from daemon_harness import sensor_cursor, wait_for_run
 
 pytestmark = [pytest.mark.docker, pytest.mark.daemon]
-
-RUN_TIMEOUT = 240
-
-
-def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float = RUN_TIMEOUT) -> dg.DagsterRun:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={"coelho/source-sha": sha}))
-        if runs and runs[0].is_finished:
-            return runs[0]
-        time.sleep(1)
-    raise AssertionError(f"no finished run for {sha} after {timeout}s")
-
-
-def sensor_cursor(instance: dg.DagsterInstance) -> str | None:
-    states = [s for s in instance.all_instigator_state() if s.name == "git_push_sensor"]
-    return states[0].instigator_data.cursor if states and states[0].instigator_data else None
-
-
-@pytest.fixture
-def dagster_dev(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host, argocd_for_repo):
-    prefix = f"{registry_addr}/coelho"
-    repo = make_source_repo(git_server, prefix)
-    double, kubeconfig = argocd_for_repo(repo)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    port = services.free_port()
-    env = {
-        **os.environ, "DAGSTER_HOME": str(home), "DOCKER_HOST": docker_host,
-        "COELHO_GIT_URL": repo.url, "COELHO_REGISTRY": prefix, "COELHO_BUILD_NETWORK": "host",
-        "COELHO_BUILD_ARGS": " ".join(f"{k}={v}" for k, v in base_images.items()),
-        "COELHO_APPS": "fastapi,kafka_producers,sveltekit", "COELHO_WORKDIR": str(tmp_path / "work"),
-        "KUBECONFIG": str(kubeconfig), "COELHO_SYNC_TIMEOUT": "60",
-    }
-    service = services.start_dagster_dev(project_dir=REPO_ROOT, env=env, port=port, log_path=tmp_path / "dagster.log")
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            yield repo, instance, double, port
-    finally:
-        started = time.monotonic()
-        service.stop(timeout=30)
-    # Dagster shut itself down on SIGTERM (a SIGKILL after the timeout would show as -9).
-    assert service.process.returncode == 0, f"dagster dev exited with {service.process.returncode}"
-    assert time.monotonic() - started < 30
 
 
 def test_push_is_picked_up_by_the_sensor_and_delivered_to_argocd(dagster_dev) -> None:

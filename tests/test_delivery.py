@@ -43,6 +43,12 @@ def test_first_delivery_builds_every_app_and_commits_their_tags(pipeline: Pipeli
     assert author == pipeline.settings.author_email
     values = pipeline.repo.show(head_sha, "k3d/helm/values.yaml")
     assert values.count(f'tag: "{seed}"') + values.count(f"tag: {seed}") == 3
+    # values.yaml shipped naming 127.0.0.1:5000; the images went to the configured registry, and the
+    # file now names exactly what was pushed.
+    prefix = pipeline.settings.registry
+    assert "127.0.0.1:5000/" not in values and prefix != "127.0.0.1:5000/coelho"
+    for image in ("fastapi", "kafka-producers", "sveltekit"):
+        assert f"repository: {prefix}/{image}\n" in values
     mats = materializations(result)
     assert mats["manifest_commit"]["created"] is True and mats["manifest_commit"]["commit"] == head_sha
     assert mats["image/fastapi"]["digest"].startswith("sha256:")
@@ -119,24 +125,31 @@ def test_an_unchanged_app_whose_image_is_gone_is_rebuilt(pipeline: Pipeline, reg
     assert values.count(f'"{change}"') == 2 and values.count(f'"{seed}"') == 1
 
 
-def test_a_wrong_registry_prefix_is_caught_before_the_commit(pipeline: Pipeline) -> None:
-    """The chart's repositories and COELHO_REGISTRY disagree: images would be pushed where no pod looks."""
+def test_a_new_registry_moves_every_app_there(pipeline: Pipeline) -> None:
+    """COELHO_REGISTRY changed after a delivery: the images are not in the new registry, so every app
+    is rebuilt there and every repository in values.yaml is rewritten: one source of truth."""
     seed = pipeline.repo.head()
     assert pipeline.deliver(seed).success
-    other = pipeline.with_settings(registry=pipeline.settings.registry.replace("/coelho", "/elsewhere"))
+    moved = pipeline.settings.registry.replace("/coelho", "/elsewhere")
+    other = pipeline.with_settings(registry=moved)
     change = pipeline.repo.push({"apps/fastapi/main.py": "print('v3')\n"}, "FastAPI: v3")
-    head = pipeline.repo.head()
 
     result = other.deliver(change)
 
-    assert not result.success
-    assert check_results(result) == {"tags_exist_in_registry": False, "chart_renders_with_built_images": False}
-    assert pipeline.repo.head() == head
+    assert result.success
+    assert rebuilt(result) == ["fastapi", "kafka_producers", "sveltekit"]
+    values = pipeline.repo.show("master", "k3d/helm/values.yaml")
+    for image in ("fastapi", "kafka-producers", "sveltekit"):
+        assert f"repository: {moved}/{image}\n" in values
+    assert pipeline.settings.registry + "/" not in values
+    message = services.git("log", "-1", "--format=%B", "master", cwd=pipeline.repo.bare)
+    assert f"fastapi.image.repository: {pipeline.settings.registry}/fastapi -> {moved}/fastapi" in message
 
 
 def test_rerunning_an_older_commit_never_rolls_back_a_newer_delivery(pipeline: Pipeline) -> None:
     seed = pipeline.repo.head()
     assert pipeline.deliver(seed).success
+    seed_manifest = pipeline.repo.head()
     newer = pipeline.repo.push({"apps/fastapi/main.py": "print('newer')\n"}, "FastAPI: newer")
     assert pipeline.deliver(newer).success
     head = pipeline.repo.head()
@@ -145,7 +158,9 @@ def test_rerunning_an_older_commit_never_rolls_back_a_newer_delivery(pipeline: P
 
     assert again.success and pipeline.repo.head() == head
     manifest = materializations(again)["manifest_commit"]
-    assert manifest["commit"] == head  # what Argo CD is asked to reach is the tip, not seed's old commit
+    # The partition keeps its own story: seed's own manifest commit, and the head it saw.
+    assert manifest["commit"] == seed_manifest and manifest["branch_head"] == head
+    assert "already committed" in manifest["reason"]
     assert f'tag: "{newer}"' in pipeline.repo.show("master", "k3d/helm/values.yaml")
 
 
@@ -169,7 +184,7 @@ def test_a_change_to_a_real_app_is_delivered_alone(tmp_path: Path, git_server, r
                                                   docker_host) -> None:
     """The three real apps of apps/, built from Git by the pipeline; then one producer change."""
     prefix = f"{registry_addr}/coelho"
-    repo = make_source_repo(git_server, prefix, real_apps=True)
+    repo = make_source_repo(git_server, real_apps=True)
     with dg.instance_for_test() as instance:
         pipeline = Pipeline(repo, settings_for(repo, prefix, tmp_path / "work", base_images), instance)
         seed = repo.head()

@@ -13,7 +13,7 @@ from pipeline_harness import make_source_repo
 
 @pytest.fixture
 def repo(git_server):
-    return make_source_repo(git_server, "127.0.0.1:5000/coelho")
+    return make_source_repo(git_server)
 
 
 @pytest.fixture

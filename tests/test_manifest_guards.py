@@ -9,12 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from coelho_pipeline.assets import manifest
 from coelho_pipeline.dev import services
 from coelho_pipeline.resources.git import GitRemote, GitResource
+from coelho_pipeline.resources.target import DeliveryTargetResource
 from pipeline_harness import Pipeline, check_results, materializations
 
 pytestmark = pytest.mark.docker
+
+PUSH_ATTEMPTS = DeliveryTargetResource.model_fields["push_attempts"].default
 
 # How many more times a competing writer wins the race, and what it writes into values.yaml, per
 # developer clone (the runs are in-process, so the test and the run share these).
@@ -63,13 +65,13 @@ def _racing(pipeline: Pipeline, races: int, edit: Callable[[str, int], str] = bu
     racing = RacingGitResource(url=git.url, branch=git.branch, cache_dir=git.cache_dir,
                                author_name=git.author_name, author_email=git.author_email,
                                dev_clone=str(pipeline.repo.clone))
+    fast = pipeline.defs.resources["target"].model_copy(update={"push_backoff_seconds": [0.05]})
     pipeline.defs = dg.Definitions(assets=pipeline.defs.assets, jobs=pipeline.defs.jobs,
-                                   resources={**pipeline.defs.resources, "git": racing})
+                                   resources={**pipeline.defs.resources, "git": racing, "target": fast})
     return pipeline
 
 
-def test_rejected_push_is_refetched_reapplied_and_retried(pipeline: Pipeline, monkeypatch) -> None:
-    monkeypatch.setattr(manifest, "PUSH_BACKOFF_SECONDS", (0.05,))
+def test_rejected_push_is_refetched_reapplied_and_retried(pipeline: Pipeline) -> None:
     seed = pipeline.repo.head()
     pipeline.instance.add_dynamic_partitions("source_commits", [seed, "0" * 40])
     _racing(pipeline, races=2)
@@ -85,15 +87,15 @@ def test_rejected_push_is_refetched_reapplied_and_retried(pipeline: Pipeline, mo
     values = pipeline.repo.show(log[0][0], "k3d/helm/values.yaml")
     assert values.count(seed) == 3  # our three tags...
     assert "replicaCount: 2" in values and "# concurrent edit 0" in values  # ...on top of their edits
-    # Exactly the three tag lines differ from the competitor's commit.
+    # Exactly the three tag lines and the three repositories (values.yaml named another registry)
+    # differ from the competitor's commit.
     changed = [ln for ln in pipeline.repo.diff(log[1][0], log[0][0]).splitlines()
                if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
-    assert len(changed) == 6 and all("tag:" in ln for ln in changed)
+    assert len(changed) == 12 and all(ln[1:].lstrip().startswith(("tag:", "repository:")) for ln in changed)
 
 
-def test_a_tag_written_concurrently_for_another_app_survives_the_retry(pipeline: Pipeline, monkeypatch) -> None:
+def test_a_tag_written_concurrently_for_another_app_survives_the_retry(pipeline: Pipeline) -> None:
     """Only the rebuilt app's tag is re-applied on the new tip: the competitor's sveltekit tag stays."""
-    monkeypatch.setattr(manifest, "PUSH_BACKOFF_SECONDS", (0.05,))
     seed = pipeline.repo.head()
     assert pipeline.deliver(seed).success
     change = pipeline.repo.push({"apps/fastapi/main.py": "print('v2')\n"}, "FastAPI: v2")
@@ -115,18 +117,17 @@ def test_a_tag_written_concurrently_for_another_app_survives_the_retry(pipeline:
     assert f'"{pinned}"' in values and f'"{change}"' in values and values.count(f'"{seed}"') == 1
 
 
-def test_push_gives_up_after_bounded_attempts_and_leaves_no_commit(pipeline: Pipeline, monkeypatch) -> None:
-    monkeypatch.setattr(manifest, "PUSH_BACKOFF_SECONDS", (0.05,))
+def test_push_gives_up_after_bounded_attempts_and_leaves_no_commit(pipeline: Pipeline) -> None:
     seed = pipeline.repo.head()
     pipeline.instance.add_dynamic_partitions("source_commits", [seed, "0" * 40])
-    _racing(pipeline, races=manifest.PUSH_ATTEMPTS)
+    _racing(pipeline, races=PUSH_ATTEMPTS)
 
     result = pipeline.deliver(seed)
 
     assert not result.success
     failure = result.failure_data_for_node("manifest_commit")
-    assert f"gave up after {manifest.PUSH_ATTEMPTS} attempts, nothing pushed" in failure.error.message
-    assert all(s == "Concurrent values edit" for _, _, s in pipeline.repo.log(manifest.PUSH_ATTEMPTS))
+    assert f"gave up after {PUSH_ATTEMPTS} attempts, nothing pushed" in failure.error.message
+    assert all(s == "Concurrent values edit" for _, _, s in pipeline.repo.log(PUSH_ATTEMPTS))
     assert seed not in pipeline.repo.show("master", "k3d/helm/values.yaml")
 
 

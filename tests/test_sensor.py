@@ -19,7 +19,7 @@ PIPELINE = {"GIT_AUTHOR_NAME": "coelho-pipeline", "GIT_AUTHOR_EMAIL": "pipeline@
 
 @pytest.fixture
 def repo(git_server):
-    return make_source_repo(git_server, "127.0.0.1:5000/coelho")
+    return make_source_repo(git_server)
 
 
 @pytest.fixture
@@ -117,3 +117,77 @@ def test_a_force_push_back_to_a_delivered_commit_is_delivered_again(repo, resour
     assert request.partition_key == start
     assert request.run_key != start  # the first delivery of start used that key; this one must run
     assert result.cursor == start
+
+
+def _manifest_commit(repo, source_sha: str) -> str:
+    """What the pipeline pushes on top of a commit: its own author, [skip ci], the Source-Commit trailer."""
+    values = repo.show("HEAD", "k3d/helm/values.yaml")
+    return repo.push({"k3d/helm/values.yaml": values + f"\n# delivered {source_sha}\n"},
+                     f"Update image tags to {source_sha} [skip ci]\n\nSource-Commit: {source_sha}", env=PIPELINE)
+
+
+def _rewrite_last_commit(repo, files: dict, message: str) -> str:
+    """A developer amends the branch head and force-pushes it."""
+    services.git("fetch", "-q", "origin", cwd=repo.clone)
+    services.git("reset", "-q", "--hard", "origin/master", cwd=repo.clone)
+    services.git("reset", "-q", "--hard", "HEAD~1", cwd=repo.clone)
+    sha = repo.commit(files, message)
+    services.git("push", "-q", "--force", "origin", "HEAD:refs/heads/master", cwd=repo.clone)
+    return sha
+
+
+@pytest.mark.parametrize("cache_knows_old_head", [True, False])
+def test_a_human_commit_under_the_pipelines_commit_after_a_force_push_is_delivered(
+        repo, resources, cache_knows_old_head: bool) -> None:
+    """Case 3: a force-push replaces the head, and an in-flight delivery of the old head lands its manifest
+    commit on top of the new history before the sensor ticks. The new commit must still be delivered."""
+    start = repo.head()
+    old = repo.push({"apps/fastapi/main.py": "print('old')\n"}, "FastAPI: first try")
+    if cache_knows_old_head:
+        assert tick(resources, start).cursor == old
+    new = _rewrite_last_commit(repo, {"apps/fastapi/main.py": "print('fixed')\n"}, "FastAPI: fixed try")
+    services.git("pull", "-q", "--ff-only", "origin", "master", cwd=repo.clone)
+    own = _manifest_commit(repo, old)  # the in-flight run of `old` rebased its commit onto the new tip
+
+    result = tick(resources, old)
+
+    (request,) = result.run_requests
+    assert request.partition_key == new
+    assert request.run_key.startswith(new) and request.tags["coelho/source-sha"] == new
+    assert result.dynamic_partitions_requests[0].partition_keys == [new]
+    assert result.cursor == own
+
+
+def test_after_a_force_push_a_commit_already_delivered_on_the_new_history_is_not_delivered_again(
+        repo, resources) -> None:
+    start = repo.head()
+    old = repo.push({"apps/fastapi/main.py": "print('old')\n"}, "FastAPI: first try")
+    new = _rewrite_last_commit(repo, {"apps/fastapi/main.py": "print('fixed')\n"}, "FastAPI: fixed try")
+    services.git("pull", "-q", "--ff-only", "origin", "master", cwd=repo.clone)
+    own = _manifest_commit(repo, new)
+
+    result = tick(resources, old)
+
+    assert not result.run_requests
+    assert new[:12] in result.skip_reason.skip_message and own[:12] in result.skip_reason.skip_message
+    assert result.cursor == own
+    assert start != new
+
+
+def test_a_force_push_of_several_commits_delivers_the_newest_and_records_the_rest(repo, resources) -> None:
+    start = repo.head()
+    old = repo.push({"apps/fastapi/main.py": "print('old')\n"}, "FastAPI: first try")
+    assert tick(resources, start).cursor == old  # the cache clone now holds `old`
+    services.git("reset", "-q", "--hard", "HEAD~1", cwd=repo.clone)
+    one = repo.commit({"apps/fastapi/main.py": "print(1)\n"}, "one")
+    two = repo.commit({"apps/sveltekit/main.py": "print(2)\n"}, "two")
+    services.git("push", "-q", "--force", "origin", "HEAD:refs/heads/master", cwd=repo.clone)
+    services.git("pull", "-q", "--ff-only", "origin", "master", cwd=repo.clone)
+    _manifest_commit(repo, old)
+
+    result = tick(resources, old)
+
+    (request,) = result.run_requests
+    assert request.partition_key == two
+    (observation,) = result.asset_events
+    assert one in observation.metadata["superseded"].value

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.resources.argocd import ArgoCDError, ArgoCDResource
 from coelho_pipeline.resources.git import GitError, GitResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
@@ -12,43 +13,51 @@ from coelho_pipeline.values import ValuesError, read_scalar
 LIVE_MATCHES_GIT = "live_matches_git"
 
 
-@dg.asset(
-    group_name="ops",
-    kinds={"kubernetes"},
-    output_required=False,
+NOT_CHECKED = "No cluster configured (KUBECONFIG and COELHO_KUBE_CONTEXT are unset): drift not checked."
+
+
+# A multi_asset only so that, with can_subset, the check may go unevaluated: with no cluster the
+# UI shows live_matches_git as skipped for that run (neither a false "passed" nor a red "failed"
+# every ten minutes), and an observation on live_state says "not checked" and why.
+@dg.multi_asset(
+    specs=[dg.AssetSpec("live_state", group_name="ops", kinds={"kubernetes"}, skippable=True,
+                        description="The Application's sync state and the images its Deployments run.")],
     check_specs=[dg.AssetCheckSpec(LIVE_MATCHES_GIT, asset="live_state",
                                    description="The Application is Synced at the branch head and every app "
                                                "Deployment runs the image values.yaml names there.")],
+    can_subset=True,
+    retry_policy=RETRY_POLICY,
 )
 def live_state(
     context: dg.AssetExecutionContext,
     git: GitResource,
     argocd: ArgoCDResource,
     target: DeliveryTargetResource,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
     """The Application's sync state and the images its Deployments run, against the tags in Git."""
-    client = argocd.client()
-    if client is None:
-        # Unknown is not "no drift": the check fails with a warning that says why.
-        reason = "No cluster configured (KUBECONFIG and COELHO_KUBE_CONTEXT are unset): drift not checked."
-        context.log.warning(reason)
-        yield dg.AssetCheckResult(check_name=LIVE_MATCHES_GIT, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                  metadata={"differences": reason})
-        return
-    remote = git.remote()
     try:
-        head = remote.fetch()
-        values_text = remote.read_file(head, target.values_path) or ""
-        desired = {}
-        for app in target.catalog():
-            repository = read_scalar(values_text, app.repository_path, source=target.values_path)
-            tag = read_scalar(values_text, app.tag_path, source=target.values_path)
-            desired[f"{target.release_name}-{app.component}"] = f"{repository}:{tag}"
-        # Verdicts are only as fresh as the last comparison: ask for one before reading.
-        status = client.refresh_and_read()
-        live = client.deployment_images(namespace=target.deploy_namespace)
-    except (GitError, ValuesError, ArgoCDError) as e:
-        raise dg.Failure(str(e)) from None
+        client = argocd.client()
+    except ArgoCDError as e:
+        raise failure(e) from e
+    if client is None:
+        context.log.warning(NOT_CHECKED)
+        yield dg.AssetObservation(asset_key="live_state", metadata={"status": "not checked", "reason": NOT_CHECKED})
+        return
+    with client:
+        remote = git.remote()
+        try:
+            head = remote.fetch()
+            values_text = remote.read_file(head, target.values_path) or ""
+            desired = {}
+            for app in target.catalog():
+                repository = read_scalar(values_text, app.repository_path, source=target.values_path)
+                tag = read_scalar(values_text, app.tag_path, source=target.values_path)
+                desired[f"{target.release_name}-{app.component}"] = f"{repository}:{tag}"
+            # Verdicts are only as fresh as the last comparison: ask for one before reading.
+            status = client.refresh_and_read()
+            live = client.deployment_images(namespace=target.deploy_namespace)
+        except (GitError, ValuesError, ArgoCDError) as e:
+            raise failure(e) from e
 
     differences = []
     if status.revision != head:
@@ -69,7 +78,8 @@ def live_state(
                                f"Git wants {image}")
     table = "\n".join(["| Deployment | Git | live |", "|---|---|---|"] +
                       [f"| {d} | {img} | {', '.join(live.get(d, ())) or 'missing'} |" for d, img in desired.items()])
-    yield dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(asset_key="live_state", metadata={
+        "status": "checked",
         "git_head": head,
         "live_revision": status.revision or "",
         "sync": status.sync_status or "",
@@ -77,7 +87,7 @@ def live_state(
         "images": dg.MetadataValue.md(table),
     })
     yield dg.AssetCheckResult(
-        check_name=LIVE_MATCHES_GIT, passed=not differences,
+        asset_key="live_state", check_name=LIVE_MATCHES_GIT, passed=not differences,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"differences": dg.MetadataValue.md("\n".join(f"- {d}" for d in differences) or "none"),
                   "count": len(differences)},

@@ -3,19 +3,106 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import dagster as dg
 import docker
 import requests
+import urllib3.exceptions
 from docker.errors import APIError, DockerException
 from pydantic import PrivateAttr
 
+from coelho_pipeline.errors import PipelineError, http_status_is_transient
+from coelho_pipeline.loopback import is_loopback
 
-class ImageError(Exception):
+
+class ImageError(PipelineError):
     """A build, push or registry lookup failed; the message names the image and the cause."""
+
+
+# Push errors the engine reports as text in its stream: the registry or the network, not the image.
+_TRANSIENT_PUSH_MARKERS = (
+    "connection refused", "connection reset", "i/o timeout", "timeout", "timed out", "eof",
+    "no such host", "temporary failure", "503", "502", "504", "500 internal", "429", "toomanyrequests",
+    "service unavailable", "bad gateway",
+)
+
+# What the docker SDK raises when the engine stops answering: requests wraps some, the raw stream
+# (urllib3) surfaces the rest.
+_ENGINE_GONE = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+_ENGINE_TIMEOUT = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+
+
+def docker_host() -> str:
+    """The engine the SDK talks to (DOCKER_HOST or the default socket), without any userinfo."""
+    raw = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    parts = urlsplit(raw)
+    if parts.username or parts.password:
+        raw = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+    return f"DOCKER_HOST={raw}"
+
+
+def _is_timeout(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(6):  # requests and urllib3 nest the timeout a few causes deep
+        if seen is None:
+            return False
+        if isinstance(seen, _ENGINE_TIMEOUT) or "timed out" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and
+                                                      isinstance(seen.args[0], BaseException) else None)
+    return False
+
+
+class _LogBatcher:
+    """Build output to the ``log`` callback in batches: one Dagster event per line would flood the
+    event log (and the sqlite instance) on a chatty build.
+
+    The engine's stream chunks are not line-aligned (a line can arrive in two chunks), so a line is
+    only emitted once its newline has arrived; ``close`` emits what is left.
+    """
+
+    def __init__(self, log: Callable[[str], None], max_lines: int, max_seconds: float) -> None:
+        self._log = log
+        self._max_lines = max_lines
+        self._max_seconds = max_seconds
+        self._pending: list[str] = []
+        self._partial = ""
+        self._since = time.monotonic()
+        self.lines = 0
+
+    def add(self, text: str) -> None:
+        *complete, self._partial = (self._partial + text).split("\n")
+        for line in complete:
+            self._append(line)
+        if self._pending and time.monotonic() - self._since >= self._max_seconds:
+            self.flush()
+
+    def _append(self, line: str) -> None:
+        line = line.rstrip()
+        if line:
+            self._pending.append(line)
+            self.lines += 1
+            if len(self._pending) >= self._max_lines:  # one engine chunk may hold thousands
+                self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._log("\n".join(self._pending))
+            self._pending = []
+        self._since = time.monotonic()
+
+    def close(self) -> None:
+        """Everything still held, the unterminated last line included."""
+        if self._partial:
+            self._append(self._partial)
+            self._partial = ""
+        self.flush()
 
 
 _MANIFEST_TYPES = ", ".join([
@@ -37,34 +124,47 @@ class BuiltImage:
 
 @dataclass
 class ImageBuilder:
-    """Builds a context tar and pushes the result, streaming the engine's log line by line."""
+    """Builds a context tar and pushes the result, streaming the engine's log in batches of lines."""
 
     api: docker.APIClient
     build_args: Mapping[str, str] = field(default_factory=dict)
     network_mode: str | None = None
-    auth: Mapping[str, str] | None = None  # {"username": ..., "password": ...}
+    auth: Mapping[str, str] | None = field(default=None, repr=False)  # {"username": ..., "password": ...}
+    engine: str = field(default_factory=docker_host)  # for messages: which engine failed
+    log_batch_lines: int = 200
+    log_batch_seconds: float = 2.0
 
     def build_and_push(self, *, context_tar: bytes, repository: str, tag: str,
                        log: Callable[[str], None]) -> BuiltImage:
+        """``log`` receives the build output as batches of lines (one string, newline-separated), at most
+        ``log_batch_lines`` lines or ``log_batch_seconds`` apart, and the rest at the end."""
         ref = f"{repository}:{tag}"
         image_id = None
-        lines = 0
+        batch = _LogBatcher(log, self.log_batch_lines, self.log_batch_seconds)
         try:
             stream = self.api.build(
                 fileobj=io.BytesIO(context_tar), custom_context=True, tag=ref, rm=True, forcerm=True,
                 decode=True, buildargs=dict(self.build_args), network_mode=self.network_mode,
+                # build() alone defaults to no timeout at all; every other SDK call uses the client's.
+                timeout=self.api.timeout,
             )
             for chunk in stream:
                 if "error" in chunk:
-                    raise ImageError(f"build of {ref} failed: {chunk['error'].strip()}")
-                text = chunk.get("stream", "").rstrip()
-                if text:
-                    lines += 1
-                    log(text)
+                    batch.close()  # the lines leading to the failure first
+                    raise ImageError(f"build of {ref} failed: {chunk['error'].strip()}", transient=False)
+                batch.add(chunk.get("stream", ""))
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
-        except (APIError, DockerException) as e:
-            raise ImageError(f"build of {ref} failed: {e}") from None
+        except ImageError:
+            raise
+        except APIError as e:
+            batch.close()
+            raise ImageError(f"build of {ref} failed: the Docker engine ({self.engine}) answered {e}",
+                             transient=http_status_is_transient(e.status_code)) from e
+        except (DockerException, *_ENGINE_GONE) as e:
+            batch.close()
+            raise self._engine_error(f"build of {ref}", e) from e
+        batch.close()
         if not image_id:
             raise ImageError(f"build of {ref} ended without an image id")
         digest = None
@@ -73,13 +173,28 @@ class ImageBuilder:
             for event in self.api.push(repository, tag=tag, stream=True, decode=True,
                                        auth_config=dict(self.auth) if self.auth else None):
                 if "error" in event:
-                    raise ImageError(f"push of {ref} failed: {event['error'].strip()}")
+                    text = event["error"].strip()
+                    raise ImageError(f"push of {ref} failed: {text}",
+                                     transient=any(m in text.lower() for m in _TRANSIENT_PUSH_MARKERS))
                 digest = event.get("aux", {}).get("Digest", digest)
-        except (APIError, DockerException) as e:
-            raise ImageError(f"push of {ref} failed: {e}") from None
+        except ImageError:
+            raise
+        except APIError as e:
+            raise ImageError(f"push of {ref} failed: the Docker engine ({self.engine}) answered {e}",
+                             transient=http_status_is_transient(e.status_code)) from e
+        except (DockerException, *_ENGINE_GONE) as e:
+            raise self._engine_error(f"push of {ref}", e) from e
         if not digest:
             raise ImageError(f"push of {ref} reported no digest")
-        return BuiltImage(ref=ref, image_id=image_id, digest=digest, log_lines=lines)
+        return BuiltImage(ref=ref, image_id=image_id, digest=digest, log_lines=batch.lines)
+
+    def _engine_error(self, what: str, error: BaseException) -> ImageError:
+        if _is_timeout(error):
+            timeout = getattr(self.api, "timeout", None)
+            return ImageError(f"{what} failed: the Docker engine ({self.engine}) sent nothing for "
+                              f"{timeout}s (read timeout)", transient=True)
+        return ImageError(f"{what} failed: the Docker engine ({self.engine}) went away or is not answering "
+                          f"({type(error).__name__}: {error})", transient=True)
 
 
 @dataclass
@@ -89,8 +204,9 @@ class Registry:
     prefix: str  # host[:port]/path, e.g. 127.0.0.1:5000/coelho
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    timeout: float = 10.0
+    timeout: float = 10.0  # read timeout, seconds without a byte of the answer
     session: requests.Session = field(default_factory=requests.Session)
+    connect_timeout: float = 5.0
 
     @property
     def host(self) -> str:
@@ -109,28 +225,42 @@ class Registry:
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise ImageError(f"registry {self.host} answered {response.status_code} for {repository}:{tag}")
-        return response.headers.get("Docker-Content-Digest")
+            raise ImageError(f"registry {self.host} answered {response.status_code} to HEAD {url}",
+                             transient=http_status_is_transient(response.status_code))
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            # A proxy or a non-registry server: "no digest" must not read as "tag missing" (a rebuild).
+            raise ImageError(f"registry {self.host} answered 200 to HEAD {url} without a Docker-Content-Digest "
+                             f"header (Accept: {_MANIFEST_TYPES}); is {self.host} a v2 registry?",
+                             transient=False)
+        return digest
 
     def _base_url(self) -> str:
         # Plain HTTP only for loopback registries, as the Docker engine itself allows.
-        scheme = "http" if self.host.split(":")[0] in ("127.0.0.1", "localhost") else "https"
+        scheme = "http" if is_loopback(urlsplit(f"//{self.host}").hostname) else "https"
         return f"{scheme}://{self.host}"
+
+    def _timeouts(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.timeout)
 
     def _request(self, method: str, url: str) -> requests.Response:
         headers = {"Accept": _MANIFEST_TYPES}
         auth = (self.username, self.password) if self.username and self.password else None
         try:
-            response = self.session.request(method, url, headers=headers, auth=auth, timeout=self.timeout)
+            response = self.session.request(method, url, headers=headers, auth=auth, timeout=self._timeouts())
             if response.status_code == 401 and "bearer" in response.headers.get("WWW-Authenticate", "").lower():
                 token = self._bearer_token(response.headers["WWW-Authenticate"], auth)
                 headers["Authorization"] = f"Bearer {token}"
-                response = self.session.request(method, url, headers=headers, timeout=self.timeout)
+                response = self.session.request(method, url, headers=headers, timeout=self._timeouts())
         except requests.RequestException as e:
-            raise ImageError(f"registry {self.host} is unreachable: {type(e).__name__}") from None
+            kind = "timed out" if isinstance(e, requests.Timeout) else "is unreachable"
+            raise ImageError(
+                f"registry {self.host} {kind}: {method} {url} with Accept: {_MANIFEST_TYPES} "
+                f"(connect timeout {self.connect_timeout:g}s, read timeout {self.timeout:g}s) got no answer: "
+                f"{type(e).__name__}: {_scrub_password(str(e), self.password)}", transient=True) from e
         if response.status_code in (401, 403):
-            raise ImageError(f"registry {self.host} refused access ({response.status_code}); "
-                             "check COELHO_REGISTRY_USERNAME / COELHO_REGISTRY_PASSWORD")
+            raise ImageError(f"registry {self.host} refused access ({response.status_code}) to {method} {url}; "
+                             "check COELHO_REGISTRY_USERNAME / COELHO_REGISTRY_PASSWORD", transient=False)
         return response
 
     def _bearer_token(self, challenge: str, auth: tuple[str, str] | None) -> str:
@@ -140,15 +270,31 @@ class Registry:
         realm = params.pop("realm", None)
         if not realm:
             raise ImageError(f"registry {self.host} asked for a bearer token without a realm")
+        realm_parts = urlsplit(realm)
+        if auth and realm_parts.scheme != "https" and not is_loopback(realm_parts.hostname):
+            # The token service gets the registry password: never in clear text across a network.
+            raise ImageError(f"registry {self.host} sent its token service as {realm_parts.scheme}://"
+                             f"{realm_parts.hostname}; refusing to send COELHO_REGISTRY_PASSWORD there "
+                             "unencrypted (https, or loopback, only)", transient=False)
         try:
-            response = self.session.get(realm, params=params, auth=auth, timeout=self.timeout)
+            response = self.session.get(realm, params=params, auth=auth, timeout=self._timeouts())
+        except requests.RequestException as e:
+            raise ImageError(f"registry {self.host} token service {realm} got no answer "
+                             f"({type(e).__name__})", transient=True) from e
+        try:
             body = response.json() if response.ok else {}
             token = body.get("token") or body.get("access_token")
-        except (requests.RequestException, ValueError):
+        except (ValueError, AttributeError):
             token = None
         if not token:
-            raise ImageError(f"registry {self.host} token service gave no token")
+            raise ImageError(f"registry {self.host} token service {realm} gave no token "
+                             f"(HTTP {response.status_code})",
+                             transient=not response.ok and http_status_is_transient(response.status_code))
         return token
+
+
+def _scrub_password(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
 
 
 class RegistryResource(dg.ConfigurableResource):
@@ -157,9 +303,12 @@ class RegistryResource(dg.ConfigurableResource):
     prefix: str
     username: str | None = None
     password: str | None = None
+    timeout_seconds: float = 10.0  # read timeout of every registry request
+    connect_timeout_seconds: float = 5.0
 
     def registry(self) -> Registry:
-        return Registry(prefix=self.prefix, username=self.username, password=self.password)
+        return Registry(prefix=self.prefix, username=self.username, password=self.password,
+                        timeout=self.timeout_seconds, connect_timeout=self.connect_timeout_seconds)
 
 
 class ImageBuilderResource(dg.ConfigurableResource):
@@ -170,16 +319,37 @@ class ImageBuilderResource(dg.ConfigurableResource):
     registry_username: str | None = None
     registry_password: str | None = None
 
+    # Read timeout of the engine's API: a build step may print nothing for this long.
+    timeout_seconds: float = 600.0
+
     _api: docker.APIClient | None = PrivateAttr(default=None)
 
     def builder(self) -> ImageBuilder:
+        """A builder on a client that answers now: the cached one, or a new one when the engine restarted
+        (a dead client's pooled connections would fail every later build of the run)."""
+        if self._api is not None and not _answers(self._api):
+            self._api.close()
+            self._api = None
         if self._api is None:
+            api = None
             try:
-                self._api = docker.from_env(timeout=600).api
-                self._api.ping()
-            except DockerException as e:
-                raise ImageError(f"no Docker engine answers (DOCKER_HOST or the default socket): {e}") from None
+                api = docker.from_env(timeout=self.timeout_seconds).api
+                api.ping()
+            except (DockerException, *_ENGINE_GONE) as e:
+                if api is not None:
+                    api.close()
+                kind = "timed out" if _is_timeout(e) else "is unreachable"
+                raise ImageError(f"the Docker engine ({docker_host()}) {kind}: "
+                                 f"{type(e).__name__}: {e}", transient=True) from e
+            self._api = api
         auth = None
         if self.registry_username and self.registry_password:
             auth = {"username": self.registry_username, "password": self.registry_password}
         return ImageBuilder(api=self._api, build_args=self.build_args, network_mode=self.network_mode, auth=auth)
+
+
+def _answers(api: docker.APIClient) -> bool:
+    try:
+        return bool(api.ping())
+    except (DockerException, *_ENGINE_GONE):
+        return False

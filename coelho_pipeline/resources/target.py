@@ -16,6 +16,9 @@ class DeliveryTargetResource(dg.ConfigurableResource):
     application_path: str = "k3d/argocd/application.yaml"
     deploy_namespace: str = "coelho-realtime"
     release_name: str = "coelho-realtime"
+    # How the single writer retries a push the remote rejected because the branch moved.
+    push_attempts: int = 6
+    push_backoff_seconds: list[float] = [0.5, 1.0, 2.0, 4.0, 8.0]
 
     def catalog(self) -> tuple[App, ...]:
         return apps_from_names(self.apps)
