@@ -45,6 +45,8 @@ class Settings:
     build_args: Mapping[str, str] = field(default_factory=dict)
     build_network: str | None = None
     workdir: str = ""
+    notify_webhooks: str | None = field(default=None, repr=False)  # their URLs carry tokens
+    notify_state_dir: str = ""  # default: <workdir>/notify
     author_name: str = "coelho-pipeline"
     author_email: str = "pipeline@coelho-realtime.local"
 
@@ -108,6 +110,11 @@ class Settings:
         for app in apps:
             if not _APP_RE.match(app):
                 raise ConfigError(f"COELHO_APPS: {app!r} is not an app directory name under apps/")
+        notify_webhooks = get("COELHO_NOTIFY_WEBHOOKS")
+        if notify_webhooks:
+            from coelho_pipeline.notify import parse_webhooks  # notify imports this module's ConfigError
+
+            parse_webhooks(notify_webhooks)  # a bad value stops the code location, naming the variable
         return cls(
             git_url=git_url,
             git_branch=branch,
@@ -126,6 +133,8 @@ class Settings:
             build_args=_parse_build_args(get("COELHO_BUILD_ARGS") or ""),
             build_network=get("COELHO_BUILD_NETWORK"),
             workdir=get("COELHO_WORKDIR") or str(Path(env.get("DAGSTER_HOME") or ".").resolve() / "coelho-work"),
+            notify_webhooks=notify_webhooks,
+            notify_state_dir=get("COELHO_NOTIFY_STATE_DIR") or "",
         )
 
 

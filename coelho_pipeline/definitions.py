@@ -10,16 +10,20 @@ from coelho_pipeline.assets.deploy import argocd_sync
 from coelho_pipeline.assets.drift import live_state
 from coelho_pipeline.assets.images import build_image_assets
 from coelho_pipeline.assets.manifest import build_helm_values, manifest_commit
+from coelho_pipeline.assets.rollback import release_hold, rollback_commit
 from coelho_pipeline.assets.source import source_commit
 from coelho_pipeline.catalog import apps_from_names, discover_apps
 from coelho_pipeline.config import ConfigError, Settings
-from coelho_pipeline.jobs import deliver_commit, drift_check
+from coelho_pipeline.hold import delivery_hold
+from coelho_pipeline.jobs import deliver_commit, drift_check, rollback
 from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.images import ImageBuilderResource, RegistryResource
+from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
+from coelho_pipeline.runbook_jobs import RUNBOOK_JOBS
 from coelho_pipeline.schedules import drift_check_schedule
-from coelho_pipeline.sensors import git_push_sensor
+from coelho_pipeline.sensors import delivery_failure_sensor, git_push_sensor
 
 
 def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> dg.Definitions:
@@ -30,12 +34,13 @@ def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> d
     secret = {name: dg.EnvVar(name) if value else None for name, value in (
         ("COELHO_GIT_TOKEN", settings.git_token),
         ("COELHO_REGISTRY_PASSWORD", settings.registry_password),
+        ("COELHO_NOTIFY_WEBHOOKS", settings.notify_webhooks),
     )}
     return dg.Definitions(
         assets=[source_commit, build_image_assets(apps), build_helm_values(apps), manifest_commit, argocd_sync,
-                live_state],
-        jobs=[deliver_commit, drift_check],
-        sensors=[git_push_sensor],
+                live_state, rollback_commit, delivery_hold],
+        jobs=[deliver_commit, drift_check, rollback, release_hold, *RUNBOOK_JOBS],
+        sensors=[git_push_sensor, delivery_failure_sensor],
         schedules=[drift_check_schedule],
         resources={
             "git": GitResource(
@@ -55,6 +60,10 @@ def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> d
                 app_name=settings.argocd_app, namespace=settings.argocd_namespace,
                 kubeconfig=settings.kubeconfig, context=settings.kube_context,
                 sync_timeout_seconds=settings.sync_timeout,
+            ),
+            "notify": NotifierResource(
+                webhooks=secret["COELHO_NOTIFY_WEBHOOKS"],
+                state_dir=settings.notify_state_dir or str(Path(settings.workdir) / "notify"),
             ),
             "target": DeliveryTargetResource(
                 apps=[a.name for a in apps], values_path=settings.values_path, chart_path=settings.chart_path,

@@ -17,3 +17,10 @@ drift_check = dg.define_asset_job(
     selection=dg.AssetSelection.assets("live_state"),
     description="Compare the tags in values.yaml at the branch head with what the Application runs.",
 )
+
+rollback = dg.define_asset_job(
+    "rollback",
+    selection=dg.AssetSelection.assets("rollback_commit"),
+    tags={MANIFEST_WRITER_TAG: "main"},
+    description="Roll back to this partition's delivery (a new commit), sync Argo CD to it, and hold.",
+)

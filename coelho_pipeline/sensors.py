@@ -9,15 +9,20 @@ A terminal failure (bad input, refused credentials, a failed build) is not retri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from dataclasses import replace
 
 import dagster as dg
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
 from coelho_pipeline.domain import CommitInfo
+from coelho_pipeline.hold import Hold, current_hold
+from coelho_pipeline.notify import Notification
+from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.jobs import deliver_commit
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.git import GitError, GitRemote, GitResource
+from coelho_pipeline.resources.notify import NotifierResource
 
 SKIP_MARKERS = ("[skip ci]", "[ci skip]")
 SENSOR_NAME = "git_push_sensor"
@@ -64,7 +69,7 @@ def _tick(context: dg.SensorEvaluationContext, remote: GitRemote,
         return dg.SkipReason(f"branch {remote.branch} does not exist on {remote.display_url}")
     if head == context.cursor:
         return _redeliver_or_skip(context, dg.SkipReason(f"no new commit on {remote.branch} (head {head[:12]})"),
-                                  cursor=None)
+                                  cursor=None, remote=remote, pipeline_email=pipeline_email, head=head)
     remote.fetch()
     cursor = context.cursor
     rewritten = bool(cursor) and not (remote.has_commit(cursor) and remote.is_ancestor(cursor, head))
@@ -74,7 +79,8 @@ def _tick(context: dg.SensorEvaluationContext, remote: GitRemote,
     candidates = [c for c in new if not is_pipeline_commit(c, pipeline_email)]
     if not candidates:
         skip = dg.SkipReason(f"only pipeline commits since {str(context.cursor)[:12]}; head {head[:12]}")
-        return _redeliver_or_skip(context, skip, cursor=head)
+        return _redeliver_or_skip(context, skip, cursor=head, remote=remote, pipeline_email=pipeline_email,
+                                  head=head)
     return _deliver(context, candidates[0], candidates[1:], head, run_key=candidates[0].sha)
 
 
@@ -111,6 +117,20 @@ def _after_rewrite(context: dg.SensorEvaluationContext, remote: GitRemote, pipel
 
 def _deliver(context: dg.SensorEvaluationContext, newest: CommitInfo, superseded: Sequence[CommitInfo],
              head: str, *, run_key: str, extra_tags: dict[str, str] | None = None) -> dg.SensorResult:
+    hold = current_hold(context.instance)
+    if hold is not None and hold.held:
+        # Recorded once (the cursor moves on), not delivered: release_hold delivers the newest later.
+        recorded = [newest, *superseded]
+        message = f"{hold.describe()}: {len(recorded)} new commit(s) recorded, not delivered"
+        context.log.info(message)
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(message),
+            asset_events=[dg.AssetObservation(asset_key="source_commit", metadata={
+                "held": hold.describe(),
+                "recorded_while_held": dg.MetadataValue.md("\n".join(f"- `{c.sha}` {c.summary}" for c in recorded)),
+            })],
+            cursor=head,
+        )
     observations = []
     if superseded:
         context.log.info(f"delivering {newest.sha[:12]}; superseded without a build: "
@@ -134,13 +154,39 @@ def _deliver(context: dg.SensorEvaluationContext, newest: CommitInfo, superseded
     )
 
 
-def _redeliver_or_skip(context: dg.SensorEvaluationContext, skip: dg.SkipReason,
-                       cursor: str | None) -> dg.SensorResult | dg.SkipReason:
-    """No new commit to deliver: request the last delivery again if it failed transiently or was lost."""
-    request = _redelivery_request(context)
+def _redeliver_or_skip(context: dg.SensorEvaluationContext, skip: dg.SkipReason, cursor: str | None, *,
+                       remote: GitRemote, pipeline_email: str, head: str) -> dg.SensorResult | dg.SkipReason:
+    """No new commit to deliver: while held, say so; after a release, deliver the newest commit if it
+    is not delivered yet; otherwise request the last delivery again if it failed transiently or was lost."""
+    hold = current_hold(context.instance)
+    if hold is not None and hold.held:
+        held = dg.SkipReason(f"{hold.describe()}; {skip.skip_message}")
+        return dg.SensorResult(skip_reason=held, cursor=cursor) if cursor else held
+    request = _after_release(context, remote, pipeline_email, head, hold) if hold is not None else None
+    request = request or _redelivery_request(context)
     if request is None:
         return dg.SensorResult(skip_reason=skip, cursor=cursor) if cursor else skip
-    return dg.SensorResult(run_requests=[request], cursor=cursor or context.cursor)
+    return dg.SensorResult(run_requests=[request], cursor=cursor or context.cursor,
+                           dynamic_partitions_requests=[source_commits.build_add_request([request.partition_key])])
+
+
+def _after_release(context: dg.SensorEvaluationContext, remote: GitRemote, pipeline_email: str, head: str,
+                   hold: Hold) -> dg.RunRequest | None:
+    """The newest commit on the branch that is not the pipeline's, when nothing delivered or tried it
+    since the hold was released: commits pushed during a hold were recorded and passed over.
+    """
+    released_at = datetime.fromisoformat(hold.since) if hold.since else None
+    newest = next((c for c in remote.history(head, limit=REWRITE_WALK_LIMIT)
+                   if not is_pipeline_commit(c, pipeline_email)), None)
+    if newest is None or remote.find_manifest_commit(newest.sha):
+        return None
+    tried = context.instance.get_run_records(filters=dg.RunsFilter(
+        job_name=deliver_commit.name, tags={SOURCE_SHA_TAG: newest.sha}, created_after=released_at), limit=1)
+    if tried:
+        return None
+    return dg.RunRequest(partition_key=newest.sha, run_key=f"{newest.sha}@release-{hold.storage_id}",
+                         tags={SOURCE_SHA_TAG: newest.sha, "coelho/superseded": "0",
+                               "coelho/after-release": str(hold.storage_id)})
 
 
 def _redelivery_request(context: dg.SensorEvaluationContext) -> dg.RunRequest | None:
@@ -191,3 +237,21 @@ def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
         if not (transient is not None and transient.value is True):
             return "terminal"
     return "transient"
+
+
+@dg.run_failure_sensor(name="delivery_failure_sensor", monitored_jobs=[deliver_commit],
+                       default_status=dg.DefaultSensorStatus.RUNNING)
+def delivery_failure_sensor(context: dg.RunFailureSensorContext, notify: NotifierResource,
+                            argocd: ArgoCDResource) -> None:
+    """Notifies a failed delivery (the step and its error) once per commit and step; a run that
+    Dagster re-executes (run retries) is not a failure yet."""
+    run = context.dagster_run
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        return
+    failures = context.get_step_failure_events()
+    step = failures[0].step_key if failures else "run"
+    error = (failures[0].event_specific_data.error.message if failures and failures[0].event_specific_data.error
+             else context.failure_event.message or "the run failed")
+    sha = run.tags.get("dagster/partition") or run.tags.get(SOURCE_SHA_TAG) or "unknown"
+    notify.send(context.log, Notification.delivery_failed(application=f"{argocd.namespace}/{argocd.app_name}", source_commit=sha,
+                                                          step=step or "run", error=error.strip()))

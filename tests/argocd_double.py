@@ -16,7 +16,11 @@ Dagster assets and jobs that use it) can be tested end to end without a cluster:
   real sync); then Healthy after ``health_delay`` with a new ``reconciledAt``;
 * switches: ``fail_next_sync``, ``degrade``/``recover``, ``stale_health_after_sync`` (the
   kargo#41 race: Healthy from the previous comparison, ``reconciledAt < finishedAt``),
-  ``set_live_image`` (drift), ``add_condition``, ``auto_sync``.
+  ``set_live_image`` (drift), ``add_condition``, ``auto_sync``;
+* ``Replace=true`` in an operation's ``syncOptions`` (``argocd app sync --force``/``--replace``):
+  each Deployment is deleted and created again (syncResult message ``replaced``);
+* ``serve_resource`` / ``put_object`` / ``delete_object``: other kinds in discovery and objects
+  stored as a cluster holds them (for diffs against the rendered chart); nothing reconciles them.
 
 Not emulated: Helm rendering (only the image keys of the values file are read, with
 ``spec.source.helm.parameters`` overrides), multi-source apps, sync waves/hooks/pruning,
@@ -349,6 +353,50 @@ class ArgoCDControllerDouble:
         """Deployment name -> first container image."""
         return {name: _first_image(obj) or "" for name, obj in self.deployments(namespace).items()}
 
+    def serve_resource(self, resource: str, kind: str, *, namespaced: bool = True) -> None:
+        """Serve another kind (``"v1/services"``, ``"monitoring.coreos.com/v1/servicemonitors"``) in
+        the API's discovery, so clients that discover kinds (the runbook's diff) can read it."""
+
+        def declare() -> None:
+            if resource not in (APPLICATIONS, DEPLOYMENTS):
+                self.emulator.resources[resource] = {
+                    "kind": kind, "namespaced": namespaced, "singular": kind.lower(),
+                    "verbs": ["get", "list", "watch", "patch", "create", "delete"],
+                }
+
+        self.call(declare)
+
+    def put_object(self, resource: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Store any object as the API server would hold it (replacing one of the same name); no
+        controller reacts to it. Returns it as stored."""
+        body = copy.deepcopy(dict(obj))
+        meta = body.setdefault("metadata", {})
+        ns, name = meta.setdefault("namespace", self.deploy_namespace), meta["name"]  # namespaced kinds only
+        path, collection = _object_path(resource, ns, name), _collection_path(resource, ns)
+
+        async def go() -> dict[str, Any]:
+            key = (kmock.resource(resource), ns, name)
+            objs = self.emulator.objects
+            if key in objs and not objs[key].deleted:
+                await self.emulator.delete(path)
+            resp = await self.emulator.post(collection, json=body)
+            if resp.status >= 300:
+                raise DoubleError(f"creating {resource} {ns}/{name}: HTTP {resp.status} {await resp.text()}")
+            return copy.deepcopy(self.emulator.objects[key].raw)
+
+        return self.call(go)
+
+    def delete_object(self, resource: str, name: str, *, namespace: str | None = None) -> None:
+        """Delete a stored object (someone ran ``kubectl delete``)."""
+        ns = namespace or self.deploy_namespace
+
+        async def go() -> None:
+            resp = await self.emulator.delete(_object_path(resource, ns, name))
+            if resp.status >= 300:
+                raise DoubleError(f"deleting {resource} {ns}/{name}: HTTP {resp.status} {await resp.text()}")
+
+        self.call(go)
+
     # -- behaviour switches ----------------------------------------------------------------
 
     def fail_next_sync(self, message: str = "one or more objects failed to apply") -> None:
@@ -603,8 +651,14 @@ class ArgoCDControllerDouble:
 
         ns = self._destination_namespace(app)
         results = []
+        # `argocd app sync --force/--replace`: Replace=true recreates each object from Git, so what
+        # was edited live (beyond the image this double renders) is gone afterwards.
+        replace = "Replace=true" in ((op.spec.get("sync") or {}).get("syncOptions") or ())
         for deployment, image in desired.items():
-            verb = await self._apply_deployment(key, ns, deployment, image)
+            if replace:
+                verb = await self._replace_deployment(key, ns, deployment, image)
+            else:
+                verb = await self._apply_deployment(key, ns, deployment, image)
             results.append(
                 {
                     "group": "apps",
@@ -870,6 +924,15 @@ class ArgoCDControllerDouble:
         if resp.status >= 300:
             raise DoubleError(f"creating Deployment {ns}/{name}: HTTP {resp.status} {text}")
         return "created"
+
+    async def _replace_deployment(self, key: tuple[str, str], ns: str, name: str, image: str) -> str:
+        objs = self.emulator.objects
+        if (_DEPLOY_RES, ns, name) in objs and not objs[_DEPLOY_RES, ns, name].deleted:
+            resp = await self.emulator.delete(_object_path(DEPLOYMENTS, ns, name))
+            if resp.status >= 300:
+                raise DoubleError(f"deleting Deployment {ns}/{name}: HTTP {resp.status} {await resp.text()}")
+        await self._apply_deployment(key, ns, name, image)
+        return "replaced"
 
     async def _patch_app(self, key: tuple[str, str], patch: Mapping[str, Any]) -> None:
         await self._http_patch(_object_path(APPLICATIONS, key[0], key[1]), patch)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
+import requests
 
 RUN_TIMEOUT = 240
 
@@ -22,3 +24,41 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float = RUN_TI
 def sensor_cursor(instance: dg.DagsterInstance) -> str | None:
     states = [s for s in instance.all_instigator_state() if s.name == "git_push_sensor"]
     return states[0].instigator_data.cursor if states and states[0].instigator_data else None
+
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+def launch(port: int, job: str, *, partition: str | None = None, assets: Sequence[str] = (),
+           run_config: Mapping | None = None, tags: Mapping[str, str] | None = None) -> str:
+    """What the UI's launchpad (or "Materialize selected", with ``assets``) sends; returns the run id."""
+    selector: dict = {"repositoryLocationName": "coelho", "repositoryName": "__repository__", "pipelineName": job}
+    if assets:
+        selector["assetSelection"] = [{"path": dg.AssetKey.from_user_string(a).path} for a in assets]
+    all_tags = {**({"dagster/partition": partition} if partition else {}), **(tags or {})}
+    params = {"selector": selector, "runConfigData": dict(run_config or {}),
+              "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]}}
+    answer = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": LAUNCH, "variables": {"params": params}},
+                           timeout=60).json()["data"]["launchPipelineExecution"]
+    assert answer["__typename"] == "LaunchRunSuccess", answer
+    return answer["run"]["runId"]
+
+
+def wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float = RUN_TIMEOUT) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not finish within {timeout}s")

@@ -28,13 +28,14 @@ def test_the_graph_tells_the_delivery_story(loaded: dg.Definitions) -> None:
     graph = loaded.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "source_commit", "image/fastapi", "image/kafka_producers", "image/sveltekit",
-        "helm_values", "manifest_commit", "argocd_sync", "live_state"}
+        "helm_values", "manifest_commit", "argocd_sync", "live_state", "rollback_commit", "delivery_hold"}
     upstream = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                 for k in graph.get_all_asset_keys()}
     assert upstream["image/fastapi"] == ["source_commit"]
     assert upstream["helm_values"] == ["image/fastapi", "image/kafka_producers", "image/sveltekit", "source_commit"]
     assert upstream["manifest_commit"] == ["helm_values", "source_commit"]
     assert upstream["argocd_sync"] == ["manifest_commit"]
+    assert graph.get(dg.AssetKey("rollback_commit")).group_name == "ops"  # the way back is not a delivery
     specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
     checks = {(spec.asset_key.to_user_string(), spec.name): spec.blocking for spec in specs}
     assert checks == {("helm_values", "tags_exist_in_registry"): True,
@@ -58,10 +59,13 @@ def test_secrets_are_env_vars_not_values(loaded: dg.Definitions, monkeypatch) ->
     monkeypatch.setenv("COELHO_GIT_TOKEN", "tok-123")
     monkeypatch.setenv("COELHO_REGISTRY_USERNAME", "bot")
     monkeypatch.setenv("COELHO_REGISTRY_PASSWORD", "pw-456")
+    monkeypatch.setenv("COELHO_NOTIFY_WEBHOOKS", "slack=https://hooks.example.test/T0/B0/hook-789")
     defs = definitions.defs()
     assert defs.resources["git"].token == dg.EnvVar("COELHO_GIT_TOKEN")
     assert defs.resources["registry"].password == dg.EnvVar("COELHO_REGISTRY_PASSWORD")
-    assert "tok-123" not in repr(defs.resources) and "pw-456" not in repr(defs.resources)
+    assert defs.resources["notify"].webhooks == dg.EnvVar("COELHO_NOTIFY_WEBHOOKS")
+    assert not {"tok-123", "pw-456", "hook-789"} & set(repr(defs.resources).replace("'", " ").split())
+    assert all(s not in repr(defs.resources) for s in ("tok-123", "pw-456", "hook-789"))
 
 
 def test_a_missing_variable_stops_the_load_naming_it(monkeypatch, tmp_path) -> None:

@@ -18,6 +18,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from coelho_pipeline.argocd.errors import (
     SyncFailed,
     SyncTimeout,
 )
-from coelho_pipeline.argocd.status import REFRESH_ANNOTATION, AppStatus, SyncResult, _fmt
+from coelho_pipeline.argocd.status import REFRESH_ANNOTATION, AppStatus, SyncResult, _fmt, parse_timestamp
 from coelho_pipeline.argocd.verdict import Acceptance, Verdict, assess
 
 GROUP = "argoproj.io"
@@ -204,6 +206,44 @@ class ArgoCDClient:
             images[dep.metadata.name] = tuple(c.image or "" for c in containers)
         return dict(sorted(images.items()))
 
+    def history(self) -> tuple[HistoryEntry, ...]:
+        """``status.history``, oldest first, from one read."""
+        return history_from_object(self.get())
+
+    def resources(self) -> tuple[ResourceState, ...]:
+        """``status.resources`` (what Argo CD manages, with sync status and health), from one read."""
+        return resources_from_object(self.get())
+
+    def read_path(self, path: str, *, resource: str, namespace: str | None = None,
+                  query: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+        """GET any Kubernetes API path (an object or a list) as a dict; None when it does not exist (404).
+
+        For reads outside Applications and Deployments (the runbook's diff reads every kind the
+        chart renders); same timeout and error translation as every other call here.
+        """
+        api_client = self._custom.api_client
+        try:
+            obj = self._call(
+                "get",
+                resource,
+                lambda: api_client.call_api(
+                    path, "GET", query_params=list((query or {}).items()),
+                    header_params={"Accept": "application/json"}, response_types_map={200: "object"},
+                    auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True,
+                    _request_timeout=self.request_timeout,
+                ),
+                namespace=namespace or "-",
+                not_found_is_app=False,
+            )
+        except ArgoCDError as e:
+            if e.status_code == 404:
+                return None
+            raise
+        if not isinstance(obj, dict):
+            raise ArgoCDError(f"Application {self.qualified_name}: GET {path}: unexpected API answer "
+                              f"{type(obj).__name__}")
+        return obj
+
     # -- writes ----------------------------------------------------------------------------
 
     def refresh(self, *, hard: bool = False) -> None:
@@ -253,8 +293,13 @@ class ArgoCDClient:
         info: Mapping[str, str] = {},  # noqa: B006 - read only
         timeout: float = 300.0,
         poll_interval: float = 1.0,
+        force: bool = False,
     ) -> None:
         """Request a sync of ``revision`` through the ``operation`` field, the way the Argo CD CLI does.
+
+        ``force=True`` is ``argocd app sync --force`` plus ``--replace``: ``Replace=true`` is added to
+        the sync options and ``syncStrategy.apply.force`` is set, so objects that an apply cannot
+        patch (immutable fields) are deleted and created again.
 
         Copies ``spec.syncPolicy.syncOptions`` and ``spec.syncPolicy.retry`` into the operation
         and nulls ``status.operationState`` in the same merge patch (without it a
@@ -271,6 +316,10 @@ class ArgoCDClient:
         sync: dict[str, Any] = {"revision": revision}
         if sync_policy.get("syncOptions"):
             sync["syncOptions"] = list(sync_policy["syncOptions"])
+        if force:
+            options = [o for o in sync.get("syncOptions", []) if not str(o).startswith("Replace=")]
+            sync["syncOptions"] = [*options, "Replace=true"]
+            sync["syncStrategy"] = {"apply": {"force": True}}
         operation: dict[str, Any] = {
             "initiatedBy": {"username": initiated_by},
             "info": [{"name": str(k), "value": str(v)} for k, v in info.items()],
@@ -281,7 +330,8 @@ class ArgoCDClient:
         if sync_policy.get("retry"):
             operation["retry"] = sync_policy["retry"]
         self._patch({"operation": operation, "status": {"operationState": None}}, purpose="request a sync")
-        self._log.info("Application %s: sync of %s requested by %s", self.qualified_name, revision, initiated_by)
+        self._log.info("Application %s: %ssync of %s requested by %s", self.qualified_name,
+                       "forced (Replace=true, apply --force) " if force else "", revision, initiated_by)
 
     def wait_synced(
         self,
@@ -533,6 +583,78 @@ def _initiator(obj: Mapping[str, Any]) -> str | None:
     return by.get("username") or ("automated" if by.get("automated") else None)
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# History and per-resource status (status.history, status.resources)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One ``status.history`` entry: a sync that completed."""
+
+    id: int | None
+    revision: str
+    deployed_at: datetime | None
+    deploy_started_at: datetime | None = None
+    initiated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourceState:
+    """One ``status.resources`` entry: a managed object, its sync status and health."""
+
+    group: str
+    version: str
+    kind: str
+    namespace: str
+    name: str
+    sync_status: str | None
+    health_status: str | None
+    health_message: str | None = None
+    requires_pruning: bool = False
+
+    @property
+    def ref(self) -> str:
+        """``Kind/namespace/name`` as AppStatus.out_of_sync_resources spells it."""
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+def history_from_object(obj: Mapping[str, Any]) -> tuple[HistoryEntry, ...]:
+    """Parse ``status.history`` of an Application object (malformed entries are skipped)."""
+    entries = []
+    for h in (obj.get("status") or {}).get("history") or ():
+        if not isinstance(h, Mapping):
+            continue
+        by = h.get("initiatedBy") or {}
+        raw_id = h.get("id")
+        revision = h.get("revision") or next(iter(h.get("revisions") or ()), "")
+        entries.append(HistoryEntry(
+            id=raw_id if isinstance(raw_id, int) else None,
+            revision=str(revision or ""),
+            deployed_at=parse_timestamp(h.get("deployedAt")),
+            deploy_started_at=parse_timestamp(h.get("deployStartedAt")),
+            initiated_by=(by.get("username") or ("automated" if by.get("automated") else None))
+            if isinstance(by, Mapping) else None,
+        ))
+    return tuple(entries)
+
+
+def resources_from_object(obj: Mapping[str, Any]) -> tuple[ResourceState, ...]:
+    """Parse ``status.resources`` of an Application object (malformed entries are skipped)."""
+    out = []
+    for r in (obj.get("status") or {}).get("resources") or ():
+        if not isinstance(r, Mapping):
+            continue
+        health = r.get("health") if isinstance(r.get("health"), Mapping) else {}
+        out.append(ResourceState(
+            group=str(r.get("group") or ""), version=str(r.get("version") or ""), kind=str(r.get("kind") or ""),
+            namespace=str(r.get("namespace") or ""), name=str(r.get("name") or ""),
+            sync_status=r.get("status"), health_status=health.get("status"),
+            health_message=health.get("message") or None, requires_pruning=bool(r.get("requiresPruning")),
+        ))
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ import dagster as dg
 from coelho_pipeline.delivery.sync import plan_sync
 from coelho_pipeline.domain import ManifestCommit
 from coelho_pipeline.errors import RETRY_POLICY, failure
+from coelho_pipeline.notify import Notification
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.argocd import ArgoCDError, ArgoCDResource
-from coelho_pipeline.resources.git import GitResource
+from coelho_pipeline.resources.git import GitRemote, GitResource
+from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
 
 
@@ -31,12 +33,25 @@ def argocd_sync(
     argocd: ArgoCDResource,
     git: GitResource,
     target: DeliveryTargetResource,
+    notify: NotifierResource,
 ) -> Iterator[dg.MaterializeResult]:
     """Syncs the Application to the branch head (which holds this delivery) and waits for Synced+Healthy.
 
     With no cluster configured (KUBECONFIG / COELHO_KUBE_CONTEXT unset) the run says so and ends
     without materializing this asset: a missing deployment is visible, never a silent pass.
     """
+    metadata = sync_and_wait(context, argocd, git.remote(), target, manifest_commit)
+    if metadata is not None:
+        notify.send(context.log, Notification.delivered(
+            application=str(metadata["application"]), revision=str(metadata["revision"]),
+            source_commit=manifest_commit.source_sha, details={"images": str(metadata["images"])}))
+        yield dg.MaterializeResult(metadata=metadata)
+
+
+def sync_and_wait(context: dg.AssetExecutionContext, argocd: ArgoCDResource, remote: GitRemote,
+                  target: DeliveryTargetResource, commit: ManifestCommit) -> dict[str, object] | None:
+    """Syncs the Application to the branch head, if ``commit`` is on it, and waits for Synced+Healthy;
+    the metadata of what was reached, or None (logged) when no cluster is configured."""
     try:
         client = argocd.client()
     except ArgoCDError as e:
@@ -44,17 +59,17 @@ def argocd_sync(
     if client is None:
         context.log.warning(
             "No cluster configured (KUBECONFIG and COELHO_KUBE_CONTEXT are unset): Argo CD was not asked to "
-            f"sync {manifest_commit.sha}; argocd_sync is left unmaterialized for this commit."
+            f"sync {commit.sha}; {context.asset_key.to_user_string()} is left unmaterialized for this commit."
         )
-        return
+        return None
     application = f"{argocd.namespace}/{argocd.app_name}"
     with client:
         try:
-            plan = plan_sync(git.remote(), target, manifest_commit, application=application)
+            plan = plan_sync(remote, target, commit, application=application)
             context.log.info(plan.story)
             client.refresh(hard=False)
             client.sync(revision=plan.revision, info={"dagster-run": context.run.run_id,
-                                                      "source-commit": manifest_commit.source_sha})
+                                                      "source-commit": commit.source_sha})
             context.log.info(f"sync of {application} to {plan.revision} requested; waiting")
             result = client.wait_synced(revision=plan.revision, timeout=argocd.sync_timeout_seconds,
                                         accepts=plan.accepts)
@@ -63,9 +78,9 @@ def argocd_sync(
     status = result.status
     if result.reached_via:
         context.log.info(f"{application} reached {result.reached_via}, which still deploys this delivery")
-    yield dg.MaterializeResult(metadata={
+    return {
         "application": application,
-        "manifest_commit": manifest_commit.sha,
+        "manifest_commit": commit.sha,
         "requested_revision": plan.revision,
         "revision": status.revision or "",
         "reached_via": result.reached_via or "the requested revision",
@@ -75,4 +90,4 @@ def argocd_sync(
         "operation": status.operation_phase or "",
         "seconds_to_converge": round(result.seconds, 2),
         "images": ", ".join(status.images),
-    })
+    }

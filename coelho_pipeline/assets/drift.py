@@ -5,8 +5,10 @@ from collections.abc import Iterator
 import dagster as dg
 
 from coelho_pipeline.errors import RETRY_POLICY, failure
+from coelho_pipeline.notify import Notification
 from coelho_pipeline.resources.argocd import ArgoCDError, ArgoCDResource
 from coelho_pipeline.resources.git import GitError, GitResource
+from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
 from coelho_pipeline.values import ValuesError, read_scalar
 
@@ -33,6 +35,7 @@ def live_state(
     git: GitResource,
     argocd: ArgoCDResource,
     target: DeliveryTargetResource,
+    notify: NotifierResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
     """The Application's sync state and the images its Deployments run, against the tags in Git."""
     try:
@@ -86,6 +89,9 @@ def live_state(
         "health": status.health_status or "",
         "images": dg.MetadataValue.md(table),
     })
+    if differences:  # one notification per revision and set of differences, however many ticks see it
+        notify.send(context.log, Notification.drift_found(
+            application=f"{argocd.namespace}/{argocd.app_name}", revision=head, differences=differences))
     yield dg.AssetCheckResult(
         asset_key="live_state", check_name=LIVE_MATCHES_GIT, passed=not differences,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -6,7 +6,7 @@ import dagster as dg
 
 from coelho_pipeline.catalog import App
 from coelho_pipeline.delivery.plan import desired_writes
-from coelho_pipeline.delivery.publish import PushPolicy, ensure_on_branch, prepare, publish
+from coelho_pipeline.delivery.publish import PushPolicy, delivery, ensure_on_branch, prepare, publish
 from coelho_pipeline.delivery.verify import verify
 from coelho_pipeline.domain import ImageRef, ManifestCommit, SourceCommit, ValuesEdit
 from coelho_pipeline.errors import RETRY_POLICY, failure
@@ -110,7 +110,7 @@ def manifest_commit(
     rerun finds its earlier commit by the ``Source-Commit`` trailer and makes no second one.
     """
     try:
-        commit = publish(git.remote(), source_sha=source_commit.sha, writes=helm_values.writes, target=target,
+        commit = publish(git.remote(), delivery(source_commit.sha, helm_values.writes), target=target,
                          registry=registry.registry(), log=context.log.info,
                          policy=PushPolicy(target.push_attempts, tuple(target.push_backoff_seconds)))
     except Exception as e:  # noqa: BLE001 - classified once, in errors.failure

@@ -52,42 +52,65 @@ def ensure_on_branch(remote: GitRemote, source_sha: str, tip: str) -> None:
                                "history was rewritten; its tags are not written onto the new history")
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What one push publishes: the delivery of ``source_sha``'s images, or a rollback to them."""
+
+    source_sha: str
+    writes: tuple[ValueWrite, ...]
+    subject: str  # the message's first line, before "[skip ci]"
+    trailers: tuple[tuple[str, str], ...] = ()  # after Source-Commit
+    # A rollback goes back on purpose: it writes over newer tags, and an earlier delivery of the
+    # same commit does not make it redundant.
+    rollback: bool = False
+
+    def message(self, changes: Sequence[tuple[str, str | None, str]]) -> str:
+        body = "\n".join(f"{path}: {old or '(empty)'} -> {new}" for path, old, new in changes)
+        trailers = "".join(f"{key}: {value}\n" for key, value in (("Source-Commit", self.source_sha),
+                                                                  *self.trailers))
+        return f"{self.subject} [skip ci]\n\n{body}\n\n{trailers}"
+
+
+def delivery(source_sha: str, writes: Sequence[ValueWrite]) -> Publication:
+    return Publication(source_sha, tuple(writes), f"Update image tags to {source_sha}")
+
+
 def prepare(remote: GitRemote, tip: str, *, source_sha: str, writes: Sequence[ValueWrite],
-            target: DeliveryTargetResource) -> AppliedWrites:
-    """The writes applied to values.yaml at ``tip``, leaving any newer delivery's tags alone."""
+            target: DeliveryTargetResource, keep_newer: bool = True) -> AppliedWrites:
+    """The writes applied to values.yaml at ``tip``, leaving any newer delivery's tags alone
+    (unless ``keep_newer`` is off, as for a rollback)."""
     text = read_values(remote, tip, target.values_path)
     return apply_writes(text, writes, source_sha=source_sha, source=target.values_path,
-                        is_newer=lambda tag: is_full_sha(tag) and remote.has_commit(tag)
+                        is_newer=lambda tag: keep_newer and is_full_sha(tag) and remote.has_commit(tag)
                         and remote.is_ancestor(source_sha, tag))
 
 
-def commit_message(source_sha: str, changes: Sequence[tuple[str, str | None, str]]) -> str:
-    body = "\n".join(f"{path}: {old or '(empty)'} -> {new}" for path, old, new in changes)
-    return f"Update image tags to {source_sha} [skip ci]\n\n{body}\n\nSource-Commit: {source_sha}\n"
-
-
-def publish(remote: GitRemote, *, source_sha: str, writes: Sequence[ValueWrite], target: DeliveryTargetResource,
-            registry: Registry, log: Callable[[str], None], policy: PushPolicy = PushPolicy()) -> ManifestCommit:
-    """Publishes ``writes`` for ``source_sha`` as one commit on the branch, or finds why none is needed."""
+def publish(remote: GitRemote, publication: Publication, *, target: DeliveryTargetResource, registry: Registry,
+            log: Callable[[str], None], policy: PushPolicy = PushPolicy()) -> ManifestCommit:
+    """Publishes the writes as one commit on the branch, or finds why none is needed."""
+    source_sha, writes = publication.source_sha, publication.writes
     for attempt in range(1, policy.attempts + 1):
         tip = remote.fetch()
         ensure_on_branch(remote, source_sha, tip)
-        earlier = remote.find_manifest_commit(source_sha)
+        earlier = None if publication.rollback else remote.find_manifest_commit(source_sha)
         if earlier:
             moved_on = "" if earlier == tip else f"; the branch has moved on to {tip[:12]}"
             return ManifestCommit(earlier, False, source_sha, attempt,
                                   f"nothing to do, already committed as {earlier[:12]}{moved_on}", branch_head=tip)
-        applied = prepare(remote, tip, source_sha=source_sha, writes=writes, target=target)
+        applied = prepare(remote, tip, source_sha=source_sha, writes=writes, target=target,
+                          keep_newer=not publication.rollback)
         for note in applied.notes:
             log(note)
         if not applied.changes:
-            return ManifestCommit(_already_holding(remote, applied, source_sha, tip, writes, target), False,
-                                  source_sha, attempt, _nothing_to_do(applied, tip), branch_head=tip)
+            holding = tip if publication.rollback else _already_holding(remote, applied, source_sha, tip, writes,
+                                                                         target)
+            return ManifestCommit(holding, False, source_sha, attempt, _nothing_to_do(applied, tip),
+                                  branch_head=tip)
         verify(remote, tip, applied.text, target, registry, apps=applied.changed_apps).raise_if_failed(
             where=f"the values for {source_sha[:12]} on {remote.branch} at {tip[:12]} failed verification")
         changes = tuple((c.path, c.old, c.new) for c in applied.changes)
         new_sha = remote.commit_file(base_sha=tip, path=target.values_path, text=applied.text,
-                                     message=commit_message(source_sha, changes))
+                                     message=publication.message(changes))
         try:
             remote.push(new_sha)
         except PushRejected as e:

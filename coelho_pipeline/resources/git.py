@@ -267,6 +267,17 @@ class GitRemote:
                 return sha
         return None
 
+    def last_delivered_source(self, *, limit: int = 500) -> str | None:
+        """The Source-Commit trailer of the pipeline's newest commit on the branch: what runs now."""
+        with self._repo() as clone:
+            out = clone.repo.git.log(f"-n{limit}", "--format=%ae%x00%(trailers:key=Source-Commit,valueonly)%x1e",
+                                     self.tracking_ref)
+        for record in out.split("\x1e"):
+            email, _, trailer = record.strip().partition("\x00")
+            if email == self.author_email and trailer.strip():
+                return trailer.strip().splitlines()[-1]
+        return None
+
     # -- writes --------------------------------------------------------------------------------
 
     def commit_file(self, *, base_sha: str, path: str, text: str, message: str) -> str:

@@ -10,41 +10,12 @@ import pytest
 import requests
 
 from coelho_pipeline.dev import services
-from daemon_harness import wait_for_run
+from daemon_harness import launch, wait_for_run
 
 pytestmark = [pytest.mark.docker, pytest.mark.daemon]
 
 VALUES = "k3d/helm/values.yaml"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
-
-
-def materialize_selected(port: int, sha: str, assets: list[str], marker: str) -> None:
-    """What the UI's "Materialize selected" sends for one partition: the job with an asset selection."""
-    params = {
-        "selector": {"repositoryLocationName": "coelho", "repositoryName": "__repository__",
-                     "pipelineName": "deliver_commit",
-                     "assetSelection": [{"path": dg.AssetKey.from_user_string(a).path} for a in assets]},
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": sha},
-                                       {"key": "coelho/source-sha", "value": marker}]},
-    }
-    response = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": LAUNCH, "variables": {"params": params}},
-                             timeout=60)
-    result = response.json()["data"]["launchPipelineExecution"]
-    assert result["__typename"] == "LaunchRunSuccess", result
 
 
 def test_a_manifest_commit_run_alone_cannot_publish_a_missing_image(dagster_dev, registry_addr: str) -> None:
@@ -53,15 +24,16 @@ def test_a_manifest_commit_run_alone_cannot_publish_a_missing_image(dagster_dev,
     # "[skip ci]" keeps the sensor off this commit: the user drives it from the launchpad alone.
     change = repo.push({"apps/fastapi/main.py": "print('by hand')\n"}, "FastAPI: by hand [skip ci]")
     instance.add_dynamic_partitions("source_commits", [change])
-    materialize_selected(port, change, ["source_commit", "image/fastapi", "image/kafka_producers", "image/sveltekit",
-                                       "helm_values"], f"{change}-checked")
+    launch(port, "deliver_commit", partition=change, tags={"coelho/source-sha": f"{change}-checked"},
+           assets=["source_commit", "image/fastapi", "image/kafka_producers", "image/sveltekit", "helm_values"])
     assert wait_for_run(instance, f"{change}-checked").status == dg.DagsterRunStatus.SUCCESS
     url = f"http://{registry_addr}/v2/coelho/fastapi/manifests"
     digest = requests.head(f"{url}/{change}", headers={"Accept": DOCKER_MANIFEST}, timeout=10).headers[
         "Docker-Content-Digest"]
     assert requests.delete(f"{url}/{digest}", timeout=10).status_code == 202
 
-    materialize_selected(port, change, ["manifest_commit"], f"{change}-commit")
+    launch(port, "deliver_commit", partition=change, assets=["manifest_commit"],
+           tags={"coelho/source-sha": f"{change}-commit"})
     run = wait_for_run(instance, f"{change}-commit")
 
     assert run.status == dg.DagsterRunStatus.FAILURE
