@@ -50,6 +50,15 @@ def current_hold(instance: dg.DagsterInstance) -> Hold | None:
                 storage_id=record.storage_id)
 
 
+def refuse_if_held(instance: dg.DagsterInstance, sha: str) -> None:
+    """A delivery step refuses while held: whatever started it (the sensor, a manual run, a step
+    materialized alone from the UI), automation must not redeploy what a rollback took back."""
+    hold = current_hold(instance)
+    if hold is not None and hold.held:
+        raise dg.Failure(f"delivery of {sha} refused: deliveries are {hold.describe()}. Run release_hold to "
+                         "deliver again.", allow_retries=False)
+
+
 def hold_event(*, held: bool, by: str, reason: str, rolled_back_to: str = "") -> dg.AssetMaterialization:
     """The materialization that sets (``held``) or releases the hold."""
     hold = Hold(held, datetime.now(timezone.utc).isoformat(timespec="seconds"), by, reason, rolled_back_to)

@@ -1,4 +1,5 @@
-"""The Git push sensor: a new commit on the watched branch becomes a partition and a delivery run.
+"""The Git push sensor: a new commit on the watched branch becomes a partition and a delivery run;
+and the failure sensor that notifies a failed delivery.
 
 Besides new commits, every tick without one looks at the delivery it requested last: when that run
 failed transiently (every failed step said so) or was lost (its worker died, it never started), the
@@ -9,18 +10,18 @@ A terminal failure (bad input, refused credentials, a failed build) is not retri
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from dataclasses import replace
+from datetime import datetime
 
 import dagster as dg
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
 from coelho_pipeline.domain import CommitInfo
 from coelho_pipeline.hold import Hold, current_hold
-from coelho_pipeline.notify import Notification
-from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.jobs import deliver_commit
+from coelho_pipeline.notify import Notification
 from coelho_pipeline.partitions import source_commits
+from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.git import GitError, GitRemote, GitResource
 from coelho_pipeline.resources.notify import NotifierResource
 

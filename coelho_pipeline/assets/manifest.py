@@ -10,6 +10,7 @@ from coelho_pipeline.delivery.publish import PushPolicy, delivery, ensure_on_bra
 from coelho_pipeline.delivery.verify import verify
 from coelho_pipeline.domain import ImageRef, ManifestCommit, SourceCommit, ValuesEdit
 from coelho_pipeline.errors import RETRY_POLICY, failure
+from coelho_pipeline.hold import refuse_if_held
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.images import RegistryResource
@@ -108,7 +109,9 @@ def manifest_commit(
     (never over a newer delivery's tag) and what is about to be pushed is verified again, so a run
     of this step alone cannot publish a missing image or values the chart does not render with. A
     rerun finds its earlier commit by the ``Source-Commit`` trailer and makes no second one.
+    Nothing is pushed while deliveries are held after a rollback.
     """
+    refuse_if_held(context.instance, source_commit.sha)
     try:
         commit = publish(git.remote(), delivery(source_commit.sha, helm_values.writes), target=target,
                          registry=registry.registry(), log=context.log.info,

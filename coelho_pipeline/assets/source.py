@@ -8,7 +8,7 @@ from coelho_pipeline.delivery.plan import check_writable, plan_app
 from coelho_pipeline.delivery.values_file import read_values
 from coelho_pipeline.domain import AppPlan, SourceCommit
 from coelho_pipeline.errors import RETRY_POLICY, failure
-from coelho_pipeline.hold import current_hold
+from coelho_pipeline.hold import refuse_if_held
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.images import RegistryResource
@@ -33,10 +33,7 @@ def source_commit(
     tip must be writable: every app's repository and tag keys exist as plain, unaliased scalars.
     """
     sha = _partition_sha(context)
-    hold = current_hold(context.instance)
-    if hold is not None and hold.held:
-        raise dg.Failure(f"delivery of {sha} refused: deliveries are {hold.describe()}. Run release_hold to "
-                         "deliver again.", allow_retries=False)
+    refuse_if_held(context.instance, sha)
     remote = git.remote()
     reg = registry.registry()
     try:

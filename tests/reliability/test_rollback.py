@@ -125,3 +125,23 @@ def test_a_rollback_whose_images_are_gone_is_refused(delivered, registry_addr: s
     message = result.failure_data_for_node("rollback_commit").error.message
     assert f"coelho/sveltekit:{seed} (sveltekit) is gone from the registry" in message
     assert pipeline.repo.head() == head and current_hold(pipeline.instance) is None
+
+
+def test_a_commit_step_materialized_alone_during_the_hold_pushes_nothing(delivered) -> None:
+    pipeline, _, seed, _ = delivered
+    pending = pipeline.repo.push({"apps/fastapi/main.py": "print('pending')\n"}, "FastAPI: checked, not committed")
+    pipeline.instance.add_dynamic_partitions("source_commits", [pending])
+    job = pipeline.defs.resolve_job_def("deliver_commit")
+    checked = job.execute_in_process(partition_key=pending, instance=pipeline.instance, asset_selection=[
+        dg.AssetKey("source_commit"), *(dg.AssetKey(["image", a]) for a in ("fastapi", "kafka_producers", "sveltekit")),
+        dg.AssetKey("helm_values")])
+    assert checked.success
+    assert roll_back(pipeline, seed).success
+    head = pipeline.repo.head()
+
+    alone = job.execute_in_process(partition_key=pending, instance=pipeline.instance, raise_on_error=False,
+                                   asset_selection=[dg.AssetKey("manifest_commit")])
+
+    assert not alone.success
+    assert "refused: deliveries are held since" in alone.failure_data_for_node("manifest_commit").error.message
+    assert pipeline.repo.head() == head and pending not in pipeline.repo.show("master", VALUES)
