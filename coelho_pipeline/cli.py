@@ -24,12 +24,15 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from coelho_pipeline.errors import PipelineError
+from coelho_pipeline.kube import first_line
 
 DEFAULT_URL = "http://127.0.0.1:3070"
 URL_ENV = "COELHO_DAGSTER_URL"
 # (connect, read) seconds per GraphQL request; a launch waits for the code server, hence the read bound.
 HTTP_TIMEOUT: tuple[float, float] = (5.0, 60.0)
-DEFAULT_RUN_TIMEOUT = 900.0  # above COELHO_SYNC_TIMEOUT's default (600 s): a sync may use all of it
+# Run monitoring's max_runtime_seconds in dagster.yaml: a rollback's sync wait, rollout wait and soak
+# (600 + 300 + 60 s by default) all fit below it, and no run outlives it.
+DEFAULT_RUN_TIMEOUT = 1800.0
 POLL_SECONDS = 1.0
 
 COMMANDS: Mapping[str, str] = {"status": "runbook_status", "diff": "runbook_diff", "sync": "runbook_sync",
@@ -153,7 +156,7 @@ class DagsterClient:
                            transient=True) from e
         if response.status_code != 200:
             raise CliError(f"the Dagster webserver at {self.shown_url} answered HTTP {response.status_code} to a "
-                           f"GraphQL request: {_first_line(response.text)[:300]}")
+                           f"GraphQL request: {first_line(response.text)[:300]}")
         try:
             body = response.json()
         except ValueError as e:
@@ -308,9 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args.command, url=args.url, force=getattr(args, "force", False), timeout=args.timeout,
                        sha=getattr(args, "sha", None), reason=getattr(args, "reason", None))
 
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
 if __name__ == "__main__":

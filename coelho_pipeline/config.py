@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import yaml
 
 from coelho_pipeline.loopback import is_loopback
+from coelho_pipeline.rollout.verify import MetricCheck, VerifyConfigError, parse_metric_checks
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,13 @@ class Settings:
     notify_state_dir: str = ""  # default: <workdir>/notify
     author_name: str = "coelho-pipeline"
     author_email: str = "pipeline@coelho-realtime.local"
+    # After Synced+Healthy: the rollout verification and what its failure does.
+    prometheus_url: str | None = None
+    verify_checks: tuple[MetricCheck, ...] = ()
+    rollout_timeout: float = 300.0
+    verify_soak: float = 60.0
+    verify_interval: float = 10.0
+    auto_rollback: bool = False
 
     @property
     def cluster_configured(self) -> bool:
@@ -91,16 +99,19 @@ class Settings:
         _check_relative_path("COELHO_VALUES_PATH", values_path)
         chart_path = get("COELHO_CHART_PATH") or str(Path(values_path).parent)
         _check_relative_path("COELHO_CHART_PATH", chart_path)
-        timeout_text = get("COELHO_SYNC_TIMEOUT")
-        sync_timeout = cls.sync_timeout
-        if timeout_text is not None:
-            try:
-                sync_timeout = float(timeout_text)
-            except ValueError:
-                raise ConfigError(f"COELHO_SYNC_TIMEOUT={timeout_text!r} is not a number of seconds") from None
-            if not 0 < sync_timeout <= 86400:
-                raise ConfigError(f"COELHO_SYNC_TIMEOUT={timeout_text!r} must be between 0 and 86400 seconds")
-        _check_sync_timeout_fits_run_monitoring(sync_timeout, env.get("DAGSTER_HOME"))
+        sync_timeout = _seconds(get, "COELHO_SYNC_TIMEOUT", cls.sync_timeout)
+        rollout_timeout = _seconds(get, "COELHO_ROLLOUT_TIMEOUT", cls.rollout_timeout)
+        verify_soak = _seconds(get, "COELHO_VERIFY_SOAK_SECONDS", cls.verify_soak, allow_zero=True)
+        verify_interval = _seconds(get, "COELHO_VERIFY_INTERVAL_SECONDS", cls.verify_interval)
+        _check_sync_timeout_fits_run_monitoring(sync_timeout + rollout_timeout + verify_soak, env.get("DAGSTER_HOME"))
+        prometheus_url = get("COELHO_PROMETHEUS_URL")
+        if prometheus_url:
+            _check_prometheus_url(prometheus_url)
+        verify_checks = _metric_checks(get("COELHO_VERIFY_QUERIES"))
+        if verify_checks and not prometheus_url:
+            raise ConfigError("COELHO_VERIFY_QUERIES is set but COELHO_PROMETHEUS_URL is not: the queries need a "
+                              "Prometheus to run on")
+        auto_rollback = _flag(get, "COELHO_AUTO_ROLLBACK")
         kubeconfig = get("KUBECONFIG")
         if kubeconfig:
             for part in kubeconfig.split(os.pathsep):
@@ -135,7 +146,66 @@ class Settings:
             workdir=get("COELHO_WORKDIR") or str(Path(env.get("DAGSTER_HOME") or ".").resolve() / "coelho-work"),
             notify_webhooks=notify_webhooks,
             notify_state_dir=get("COELHO_NOTIFY_STATE_DIR") or "",
+            prometheus_url=prometheus_url,
+            verify_checks=verify_checks,
+            rollout_timeout=rollout_timeout,
+            verify_soak=verify_soak,
+            verify_interval=verify_interval,
+            auto_rollback=auto_rollback,
         )
+
+
+def _seconds(get: Callable[[str], str | None], name: str, default: float, *, allow_zero: bool = False) -> float:
+    text = get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number of seconds") from None
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 86400):
+        raise ConfigError(f"{name}={text!r} must be between {'0' if allow_zero else 'more than 0'} and 86400 seconds")
+    return value
+
+
+def _flag(get: Callable[[str], str | None], name: str) -> bool:
+    text = get(name) or "false"
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={text!r} is not true or false")
+
+
+def _check_prometheus_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"COELHO_PROMETHEUS_URL={_redacted(url)!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"COELHO_PROMETHEUS_URL={_redacted(url)!r} is not an http(s):// URL of a Prometheus server")
+    if parts.username or parts.password or parts.query:
+        raise ConfigError("COELHO_PROMETHEUS_URL must not carry credentials or a query string: give the server's "
+                          "base URL, e.g. http://prometheus.monitoring:9090")
+
+
+def _metric_checks(text: str | None) -> tuple[MetricCheck, ...]:
+    """COELHO_VERIFY_QUERIES: a YAML (or JSON) list of {name, query, min, max}."""
+    if not text:
+        return ()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"COELHO_VERIFY_QUERIES is not valid YAML{where}: "
+                          f"{getattr(e, 'problem', None) or 'parse error'}") from None
+    try:
+        return parse_metric_checks(data, source="COELHO_VERIFY_QUERIES")
+    except VerifyConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 # Query parameters that carry a credential on the hosting services people use (GitLab's
@@ -187,14 +257,15 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else "", fragment=""))
 
 
-def _check_sync_timeout_fits_run_monitoring(sync_timeout: float, dagster_home: str | None) -> None:
-    """The sync wait must end before run monitoring kills the run (it would die without a message)."""
+def _check_sync_timeout_fits_run_monitoring(deploy_seconds: float, dagster_home: str | None) -> None:
+    """The sync wait, the rollout wait and the soak must end before run monitoring kills the run
+    (it would die without a message)."""
     max_runtime, source = run_monitoring_max_runtime(dagster_home)
-    if max_runtime and sync_timeout >= max_runtime:
+    if max_runtime and deploy_seconds >= max_runtime:
         raise ConfigError(
-            f"COELHO_SYNC_TIMEOUT={sync_timeout:g} is not shorter than run_monitoring.max_runtime_seconds="
-            f"{max_runtime} in {source}: a delivery would be killed while waiting for Argo CD; "
-            "lower COELHO_SYNC_TIMEOUT or raise max_runtime_seconds"
+            f"COELHO_SYNC_TIMEOUT + COELHO_ROLLOUT_TIMEOUT + COELHO_VERIFY_SOAK_SECONDS = {deploy_seconds:g}s is not "
+            f"shorter than run_monitoring.max_runtime_seconds={max_runtime} in {source}: a delivery would be killed "
+            "while waiting for Argo CD or the rollout; lower them or raise max_runtime_seconds"
         )
 
 

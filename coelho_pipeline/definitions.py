@@ -21,6 +21,7 @@ from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.images import ImageBuilderResource, RegistryResource
 from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
+from coelho_pipeline.resources.verify import MetricCheckConfig, VerificationResource
 from coelho_pipeline.runbook_jobs import RUNBOOK_JOBS
 from coelho_pipeline.schedules import drift_check_schedule
 from coelho_pipeline.sensors import delivery_failure_sensor, git_push_sensor
@@ -64,6 +65,13 @@ def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> d
             "notify": NotifierResource(
                 webhooks=secret["COELHO_NOTIFY_WEBHOOKS"],
                 state_dir=settings.notify_state_dir or str(Path(settings.workdir) / "notify"),
+            ),
+            "verification": VerificationResource(
+                prometheus_url=settings.prometheus_url,
+                checks=[MetricCheckConfig(name=c.name, query=c.query, min=c.min, max=c.max)
+                        for c in settings.verify_checks],
+                rollout_timeout_seconds=settings.rollout_timeout, soak_seconds=settings.verify_soak,
+                interval_seconds=settings.verify_interval, auto_rollback=settings.auto_rollback,
             ),
             "target": DeliveryTargetResource(
                 apps=[a.name for a in apps], values_path=settings.values_path, chart_path=settings.chart_path,

@@ -57,15 +57,17 @@ def http_status_is_transient(status: int | None) -> bool:
     return status is None or status >= 500 or status in TRANSIENT_HTTP_STATUS
 
 
-def failure(error: BaseException, *, context: str | None = None) -> dg.Failure:
+def failure(error: BaseException, *, context: str | None = None,
+            metadata: dict[str, Any] | None = None) -> dg.Failure:
     """The Dagster failure for ``error``: retried by RETRY_POLICY if transient, final otherwise.
 
-    ``raise failure(e) from e`` keeps the cause chain in the event log.
+    ``raise failure(e) from e`` keeps the cause chain in the event log; ``metadata`` adds to the
+    failure event what a sensor reading it needs (e.g. the kind of deploy failure).
     """
     transient = is_transient(error)
     message = f"{context}: {error}" if context else str(error)
     return dg.Failure(
         description=message,
-        metadata={"error": type(error).__name__, "transient": transient},
+        metadata={"error": type(error).__name__, "transient": transient, **(metadata or {})},
         allow_retries=transient,
     )

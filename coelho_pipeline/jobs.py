@@ -4,11 +4,12 @@ import dagster as dg
 
 # Runs carrying this tag are limited to one at a time in dagster.yaml: a single writer per branch.
 MANIFEST_WRITER_TAG = "coelho/manifest-writer"
+WRITER_TAGS = {MANIFEST_WRITER_TAG: "main"}
 
 deliver_commit = dg.define_asset_job(
     "deliver_commit",
     selection=dg.AssetSelection.groups("delivery"),
-    tags={MANIFEST_WRITER_TAG: "main"},
+    tags=WRITER_TAGS,
     description="Build changed images, write values.yaml, commit it, and sync Argo CD to that commit.",
 )
 
@@ -21,6 +22,6 @@ drift_check = dg.define_asset_job(
 rollback = dg.define_asset_job(
     "rollback",
     selection=dg.AssetSelection.assets("rollback_commit"),
-    tags={MANIFEST_WRITER_TAG: "main"},
+    tags=WRITER_TAGS,
     description="Roll back to this partition's delivery (a new commit), sync Argo CD to it, and hold.",
 )

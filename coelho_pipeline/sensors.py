@@ -16,14 +16,17 @@ from datetime import datetime
 import dagster as dg
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
+from coelho_pipeline import auto_rollback
+from coelho_pipeline.auto_rollback import DEPLOY_FAILURE_KEY
 from coelho_pipeline.domain import CommitInfo
 from coelho_pipeline.hold import Hold, current_hold
-from coelho_pipeline.jobs import deliver_commit
+from coelho_pipeline.jobs import WRITER_TAGS, deliver_commit, rollback
 from coelho_pipeline.notify import Notification
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.git import GitError, GitRemote, GitResource
 from coelho_pipeline.resources.notify import NotifierResource
+from coelho_pipeline.resources.verify import VerificationResource
 
 SKIP_MARKERS = ("[skip ci]", "[ci skip]")
 SENSOR_NAME = "git_push_sensor"
@@ -240,19 +243,39 @@ def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     return "transient"
 
 
-@dg.run_failure_sensor(name="delivery_failure_sensor", monitored_jobs=[deliver_commit],
+@dg.run_failure_sensor(name="delivery_failure_sensor", monitored_jobs=[deliver_commit], request_job=rollback,
                        default_status=dg.DefaultSensorStatus.RUNNING)
-def delivery_failure_sensor(context: dg.RunFailureSensorContext, notify: NotifierResource,
-                            argocd: ArgoCDResource) -> None:
+def delivery_failure_sensor(context: dg.RunFailureSensorContext, notify: NotifierResource, argocd: ArgoCDResource,
+                            verification: VerificationResource) -> dg.RunRequest | dg.SkipReason | None:
     """Notifies a failed delivery (the step and its error) once per commit and step; a run that
-    Dagster re-executes (run retries) is not a failure yet."""
+    Dagster re-executes (run retries) is not a failure yet. With COELHO_AUTO_ROLLBACK=true, a
+    failure of what was deployed is rolled back to the last verified delivery (auto_rollback)."""
     run = context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
-        return
+        return None
     failures = context.get_step_failure_events()
-    step = failures[0].step_key if failures else "run"
-    error = (failures[0].event_specific_data.error.message if failures and failures[0].event_specific_data.error
+    first = failures[0] if failures else None
+    step = first.step_key if first else "run"
+    error = (first.event_specific_data.error.message if first and first.event_specific_data.error
              else context.failure_event.message or "the run failed")
     sha = run.tags.get("dagster/partition") or run.tags.get(SOURCE_SHA_TAG) or "unknown"
-    notify.send(context.log, Notification.delivery_failed(application=f"{argocd.namespace}/{argocd.app_name}", source_commit=sha,
-                                                          step=step or "run", error=error.strip()))
+    notify.send(context.log, Notification.delivery_failed(application=f"{argocd.namespace}/{argocd.app_name}",
+                                                          source_commit=sha, step=step or "run", error=error.strip()))
+    if not verification.auto_rollback:
+        return None
+    kinds = [f.event_specific_data.user_failure_data.metadata[DEPLOY_FAILURE_KEY] for f in failures
+             if f.event_specific_data and f.event_specific_data.user_failure_data
+             and DEPLOY_FAILURE_KEY in f.event_specific_data.user_failure_data.metadata]
+    kind = kinds[0] if kinds else None
+    decision = auto_rollback.decide(context.instance, run, kind.value if kind is not None else None,
+                                    writer_tags=WRITER_TAGS)
+    context.log.info(f"auto-rollback: {decision.reason}")
+    if decision.target is None:
+        return dg.SkipReason(f"auto-rollback: {decision.reason}")
+    cause = error.strip().removeprefix("dagster._core.definitions.events.Failure: ")[:300]
+    reason = f"auto-rollback: the delivery of {sha[:12]} {kind.value if kind else 'failed'} ({cause})"
+    return dg.RunRequest(
+        run_key=f"auto-rollback:{run.run_id}", partition_key=decision.target, job_name="rollback",
+        run_config={"ops": {"rollback_commit": {"config": {"reason": reason}}}},
+        tags={auto_rollback.AUTO_ROLLBACK_TAG: run.run_id},
+    )

@@ -16,11 +16,43 @@ Dagster assets and jobs that use it) can be tested end to end without a cluster:
   real sync); then Healthy after ``health_delay`` with a new ``reconciledAt``;
 * switches: ``fail_next_sync``, ``degrade``/``recover``, ``stale_health_after_sync`` (the
   kargo#41 race: Healthy from the previous comparison, ``reconciledAt < finishedAt``),
-  ``set_live_image`` (drift), ``add_condition``, ``auto_sync``;
+  ``set_live_image`` (drift), ``add_condition``, ``auto_sync``, ``stall_rollout``/
+  ``unstall_rollout`` (ProgressDeadlineExceeded, Application Degraded), ``crash_loop``/
+  ``stop_crash_loop`` (restartCount grows, everything stays Healthy);
 * ``Replace=true`` in an operation's ``syncOptions`` (``argocd app sync --force``/``--replace``):
   each Deployment is deleted and created again (syncResult message ``replaced``);
+* the Deployment and ReplicaSet controllers and the kubelet, for the Deployments the double
+  writes (read them with ``deployments()`` / ``pods()`` or any client):
+
+  - ``metadata.generation`` is 1 on creation and goes up with every spec change, in the same
+    write (as the API server does). A spec change someone else writes through the API gets its
+    bump from the controller one ``poll_interval`` later (kmock does not bump it).
+  - A rollout starts on creation or a template change (also ``spec.replicas``): ``status`` shows
+    ``observedGeneration == generation``, the old Pods as ``replicas``/``readyReplicas``/
+    ``availableReplicas``, no ``updatedReplicas``, ``Progressing`` True ``ReplicaSetUpdated``.
+    It finishes ``health_delay`` after the sync applied (after the stale window with
+    ``stale_health_after_sync``), in the same tick as, and before, the Application turns
+    Healthy: new Pods are created, the old ones deleted, ``updatedReplicas == readyReplicas ==
+    availableReplicas == replicas``, ``Available`` True ``MinimumReplicasAvailable``,
+    ``Progressing`` True ``NewReplicaSetAvailable``. Counts that are 0 are absent, as the API
+    omits them (the official client reads None). A live edit (``set_live_image``) rolls out the
+    same way without touching the Application's health.
+  - Pods (``v1/pods``): ``<deployment>-<pod-template-hash>-<5 chars>``, template labels plus
+    ``pod-template-hash``, ``Running``, ready at once, every container ``restartCount: 0``. A
+    Pod someone deletes is replaced. ReplicaSet objects are not stored (the Pods' owner
+    references name one). A Deployment deleted or replaced (``put_object``) loses its Pods.
+  - ``stall_rollout``: the Deployment's current rollout (or its next one) never finishes; at the
+    time it would have, ``Progressing`` turns False ``ProgressDeadlineExceeded`` and the
+    Application Degraded (``Deployment "<name>" exceeded its progress deadline``). The new
+    ReplicaSet's Pods never appear (the old ones keep serving), so ``updatedReplicas`` stays
+    absent. ``unstall_rollout`` lets it finish at the next tick.
+  - ``crash_loop``: every ``every`` seconds the first container of each of the Deployment's Pods
+    restarts (``restartCount`` + 1, ``lastState.terminated``); the Pods stay ready, so the
+    Deployment stays Available and the Application Healthy (Argo CD's health ignores restarts).
 * ``serve_resource`` / ``put_object`` / ``delete_object``: other kinds in discovery and objects
-  stored as a cluster holds them (for diffs against the rendered chart); nothing reconciles them.
+  stored as a cluster holds them (for diffs against the rendered chart); nothing reconciles them
+  (a Deployment stored this way keeps the status it was given and gets no Pods until a sync or
+  ``set_live_image`` writes it).
 
 Not emulated: Helm rendering (only the image keys of the values file are read, with
 ``spec.source.helm.parameters`` overrides), multi-source apps, sync waves/hooks/pruning,
@@ -53,7 +85,17 @@ kmock 0.8 notes (environment.md §8), and how this module deals with them:
   applies the patch to the stored object. Permission errors are therefore not emulated here;
   test them with an injected API object that raises ``ApiException``.
 * Every request is recorded by kmock forever (``list(k)``); long runs with fast client polling
-  grow memory by a few hundred bytes per request. Fine for tests.
+  grow memory by a few hundred bytes per request. Fine for tests. Likewise every PATCH keeps a
+  full copy of the object in its history, so the rollout controller writes only on transitions
+  (and on each ``crash_loop`` restart).
+* kmock sets nothing on a created object (no uid, creationTimestamp, generation) and has no
+  ``status`` subresource: a POST stores the ``status`` it is given and a PATCH of the object can
+  change it. The double sets those fields itself.
+* Core discovery (``GET /api/v1``) answers ``groupVersion: "/v1"`` and lists only declared
+  kinds; ``GET /api/v1/`` (trailing slash, what ``CoreV1Api.get_api_resources`` sends) is 404.
+* The official client refuses objects without the fields its models require: Pods need
+  ``spec.containers``, container statuses ``imageID``, conditions ``type``/``status``; the
+  double writes them.
 """
 
 from __future__ import annotations
@@ -81,6 +123,7 @@ from ruamel.yaml import YAML
 
 APPLICATIONS = "argoproj.io/v1alpha1/applications"
 DEPLOYMENTS = "apps/v1/deployments"
+PODS = "v1/pods"
 REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 DEFAULT_IMAGE_VALUES: Mapping[str, str] = {
     "fastapi.image": "coelho-realtime-fastapi",
@@ -93,6 +136,9 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # (``__contains__`` does not parse the string, ``__getitem__`` does).
 _APP_RES = kmock.resource(APPLICATIONS)
 _DEPLOY_RES = kmock.resource(DEPLOYMENTS)
+_POD_RES = kmock.resource(PODS)
+# The alphabet of Kubernetes' generated name parts (no vowels, no 0/1/3: no words, no look-alikes).
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 _log = logging.getLogger(__name__)
 
@@ -123,6 +169,29 @@ class _AppState:
     auto_synced: set[str] = field(default_factory=set)
     history_id: int = 0
     compared_at: float = 0.0  # monotonic time of the last comparison
+    rollout_done: float | None = None  # the last sync's rollout finishes (monotonic)
+    health_dirty: bool = False  # a Deployment's rollout changed what health says: write it again
+
+
+@dataclass
+class _Rollout:
+    """What the Deployment controller knows about one Deployment the double wrote."""
+
+    uid: str | None
+    generation: int  # the generation this status describes (observedGeneration)
+    spec_digest: str
+    template_hash: str  # pod-template-hash of the new ReplicaSet
+    replicas: int
+    done_at: float | None  # monotonic; None = rollout complete
+    exceeded: bool = False  # stalled past done_at: ProgressDeadlineExceeded
+    pods: dict[str, str] = field(default_factory=dict)  # Pod name -> its pod-template-hash
+    conditions: dict[str, dict[str, str]] = field(default_factory=dict)  # type -> last written
+
+
+@dataclass
+class _CrashLoop:
+    every: float
+    next_at: float  # monotonic
 
 
 @dataclass(frozen=True)
@@ -130,7 +199,7 @@ class Event:
     """Something the double did, for assertions: ``at`` is ``time.monotonic()``."""
 
     at: float
-    kind: str  # refresh | operation-started | operation-finished | health | stale-health | auto-sync | live-edit
+    kind: str  # refresh | operation-started | operation-finished | health | stale-health | auto-sync | live-edit | rollout
     app: str  # namespace/name ("" for events not tied to an Application)
     detail: Mapping[str, Any]
 
@@ -161,7 +230,8 @@ class ArgoCDControllerDouble:
             chart does) or a ``repo:tag`` string.
         deploy_namespace: namespace of the Deployments (``spec.destination.namespace`` wins).
         sync_delay: seconds an operation stays Running before it applies.
-        health_delay: seconds from apply to Healthy (the rollout).
+        health_delay: seconds from apply to Healthy: how long a Deployment's rollout takes (also
+            for live edits), and when a stalled one exceeds its progress deadline.
         stale_health_after_sync: after a sync, keep showing the previous Healthy with the old
             ``reconciledAt`` for ``stale_health_seconds`` (a refresh ends it early).
         auto_sync: when ``spec.syncPolicy.automated`` is set, sync a new OutOfSync revision
@@ -211,6 +281,13 @@ class ArgoCDControllerDouble:
         self._fail_next: str | None = None
         self._conditions: list[dict[str, str]] = []
         self._states: dict[tuple[str, str], _AppState] = {}
+        # Deployment controller, keyed by (namespace, Deployment name).
+        self._rollouts: dict[tuple[str, str], _Rollout] = {}
+        self._rollout_due: dict[tuple[str, str], float] = {}  # set by the double's own writes
+        self._stalls: dict[tuple[str, str], str | None] = {}  # -> Progressing message (None: default)
+        self._crash_loops: dict[tuple[str, str], _CrashLoop] = {}
+        # The tick and calls from tests both run the Deployment controller: one at a time.
+        self._deploy_lock = asyncio.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -353,12 +430,25 @@ class ArgoCDControllerDouble:
         """Deployment name -> first container image."""
         return {name: _first_image(obj) or "" for name, obj in self.deployments(namespace).items()}
 
+    def pods(self, namespace: str | None = None) -> dict[str, dict[str, Any]]:
+        """Pod name -> stored object, in ``namespace`` (default: ``deploy_namespace``)."""
+        ns = namespace or self.deploy_namespace
+
+        def read() -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for (res, obj_ns, obj_name), obj in self.emulator.objects.items():
+                if _res_str(res) == PODS and obj_ns == ns and not obj.deleted:
+                    out[obj_name] = copy.deepcopy(obj.raw)
+            return dict(sorted(out.items()))
+
+        return self.call(read)
+
     def serve_resource(self, resource: str, kind: str, *, namespaced: bool = True) -> None:
         """Serve another kind (``"v1/services"``, ``"monitoring.coreos.com/v1/servicemonitors"``) in
         the API's discovery, so clients that discover kinds (the runbook's diff) can read it."""
 
         def declare() -> None:
-            if resource not in (APPLICATIONS, DEPLOYMENTS):
+            if resource not in (APPLICATIONS, DEPLOYMENTS, PODS):
                 self.emulator.resources[resource] = {
                     "kind": kind, "namespaced": namespaced, "singular": kind.lower(),
                     "verbs": ["get", "list", "watch", "patch", "create", "delete"],
@@ -368,7 +458,8 @@ class ArgoCDControllerDouble:
 
     def put_object(self, resource: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Store any object as the API server would hold it (replacing one of the same name); no
-        controller reacts to it. Returns it as stored."""
+        controller reacts to it (a Deployment of the double replaced this way loses its Pods, as
+        a deleted one does). Returns it as stored."""
         body = copy.deepcopy(dict(obj))
         meta = body.setdefault("metadata", {})
         ns, name = meta.setdefault("namespace", self.deploy_namespace), meta["name"]  # namespaced kinds only
@@ -421,8 +512,12 @@ class ArgoCDControllerDouble:
         """Undo ``degrade``: health follows the rollout again (Healthy once it is done)."""
 
         async def go() -> None:
+            now = time.monotonic()
             for key in self._app_keys():
-                self._state(key).degraded = None
+                st = self._state(key)
+                st.degraded = None
+                if st.rollout_done is not None and now < st.rollout_done:
+                    st.healthy_at = st.rollout_done  # degrade() cut the wait short; the rollout is not done
                 await self._write_health(key)
 
         self.call(go)
@@ -454,14 +549,64 @@ class ArgoCDControllerDouble:
             objs = self.emulator.objects
             if key not in objs or objs[key].deleted:
                 raise DoubleError(f"no Deployment {ns}/{deployment}")
-            containers = copy.deepcopy(objs[key].raw["spec"]["template"]["spec"]["containers"])
+            raw = objs[key].raw
+            containers = copy.deepcopy(raw["spec"]["template"]["spec"]["containers"])
             containers[container]["image"] = image
             path = _object_path(DEPLOYMENTS, ns, deployment)
-            await self._http_patch(path, {"spec": {"template": {"spec": {"containers": containers}}}})
+            self._rollout_due[(ns, deployment)] = time.monotonic() + self.health_delay
+            await self._http_patch(
+                path,
+                {"metadata": {"generation": _generation(raw) + 1}, "spec": {"template": {"spec": {"containers": containers}}}},
+            )
+            await self._observe_deployment(ns, deployment, adopt=True)
             self._event("live-edit", None, deployment=f"{ns}/{deployment}", image=image)
             if self.compare_on_live_change:
                 for app_key in self._app_keys():
                     self._state(app_key).compare_requested = True
+
+        self.call(go)
+
+    def stall_rollout(self, deployment: str, message: str | None = None, *, namespace: str | None = None) -> None:
+        """The Deployment's rollout in progress, or else its next one, never finishes.
+
+        When it would have finished, ``Progressing`` turns False ``ProgressDeadlineExceeded``
+        (``message``, default ``ReplicaSet "<name>-<hash>" has timed out progressing.``) and the
+        Application Degraded, as after ``progressDeadlineSeconds`` in a cluster. Until
+        ``unstall_rollout``.
+        """
+        ns = namespace or self.deploy_namespace
+
+        def go() -> None:
+            self._stalls[(ns, deployment)] = message
+
+        self.call(go)
+
+    def unstall_rollout(self, deployment: str, *, namespace: str | None = None) -> None:
+        """Undo ``stall_rollout``: a stalled rollout finishes at the next tick (the Application follows)."""
+        ns = namespace or self.deploy_namespace
+
+        def go() -> None:
+            self._stalls.pop((ns, deployment), None)
+
+        self.call(go)
+
+    def crash_loop(self, deployment: str, *, every: float = 0.5, namespace: str | None = None) -> None:
+        """The Deployment's Pods (and those of later rollouts) restart every ``every`` seconds."""
+        if every <= 0:
+            raise ValueError("every must be positive")
+        ns = namespace or self.deploy_namespace
+
+        def go() -> None:
+            self._crash_loops[(ns, deployment)] = _CrashLoop(every=every, next_at=time.monotonic() + every)
+
+        self.call(go)
+
+    def stop_crash_loop(self, deployment: str, *, namespace: str | None = None) -> None:
+        """No more restarts; ``restartCount`` keeps its value, as the kubelet's does."""
+        ns = namespace or self.deploy_namespace
+
+        def go() -> None:
+            self._crash_loops.pop((ns, deployment), None)
 
         self.call(go)
 
@@ -508,6 +653,13 @@ class ArgoCDControllerDouble:
                 "shortnames": ["deploy"],
                 "verbs": ["get", "list", "watch", "patch", "create", "delete"],
             }
+            k.resources[PODS] = {
+                "kind": "Pod",
+                "namespaced": True,
+                "singular": "pod",
+                "shortnames": ["po"],
+                "verbs": ["get", "list", "watch", "patch", "create", "delete"],
+            }
             self._k = k
             self._url = str(srv.url).rstrip("/")
             self._ready.set()
@@ -523,8 +675,13 @@ class ArgoCDControllerDouble:
                     pass
 
     async def _tick(self) -> None:
+        # One clock for the whole tick, Deployments first: a rollout due now is written before an
+        # Application whose health waits for the same moment turns Healthy (Argo CD's health
+        # is derived from the Deployment's status, so it never leads it).
+        now = time.monotonic()
+        await self._reconcile_deployments(now)
         for key in self._app_keys():
-            await self._reconcile(key)
+            await self._reconcile(key, now)
 
     def _app_keys(self) -> list[tuple[str, str]]:
         keys = []
@@ -545,12 +702,11 @@ class ArgoCDControllerDouble:
 
     # -- controller ------------------------------------------------------------------------
 
-    async def _reconcile(self, key: tuple[str, str]) -> None:
+    async def _reconcile(self, key: tuple[str, str], now: float) -> None:
         app = self._read(key)
         if app is None:
             return
         st = self._state(key)
-        now = time.monotonic()
 
         # Operations first: Argo CD's operation processors run independently of refreshes.
         requested = app.get("operation")
@@ -567,17 +723,20 @@ class ArgoCDControllerDouble:
         if annotation is not None or st.compare_requested:
             st.compare_requested = False
             st.compared_at = now
-            await self._compare(key, app, reason=f"refresh={annotation}" if annotation else "controller")
+            await self._compare(key, app, reason=f"refresh={annotation}" if annotation else "controller", now=now)
             return
 
         if st.stale_until is not None and now >= st.stale_until:
             st.stale_until = None
             self._event("stale-health", key, ended=True)
-            await self._write_health(key)
+            await self._write_health(key, now)
             return
         if st.stale_until is None and st.healthy_at is not None and now >= st.healthy_at:
             st.healthy_at = None
-            await self._write_health(key)
+            await self._write_health(key, now)
+            return
+        if st.health_dirty and st.stale_until is None and st.healthy_at is None:
+            await self._write_health(key, now)
             return
 
     async def _start_operation(self, key: tuple[str, str], app: dict[str, Any], requested: dict[str, Any]) -> None:
@@ -651,14 +810,19 @@ class ArgoCDControllerDouble:
 
         ns = self._destination_namespace(app)
         results = []
+        now = time.monotonic()
+        # The Deployments finish rolling out when the Application turns Healthy: after the stale
+        # window, if there is one.
+        stale_for = self.stale_health_seconds if self.stale_health_after_sync else 0.0
+        rollout_done = now + stale_for + self.health_delay
         # `argocd app sync --force/--replace`: Replace=true recreates each object from Git, so what
         # was edited live (beyond the image this double renders) is gone afterwards.
         replace = "Replace=true" in ((op.spec.get("sync") or {}).get("syncOptions") or ())
         for deployment, image in desired.items():
             if replace:
-                verb = await self._replace_deployment(key, ns, deployment, image)
+                verb = await self._replace_deployment(key, ns, deployment, image, rollout_done)
             else:
-                verb = await self._apply_deployment(key, ns, deployment, image)
+                verb = await self._apply_deployment(key, ns, deployment, image, rollout_done)
             results.append(
                 {
                     "group": "apps",
@@ -700,14 +864,12 @@ class ArgoCDControllerDouble:
             "sync": self._sync_block(app, "Synced", op.revision),
             "resources": self._resources_block(ns, desired, desired),
         }
-        now = time.monotonic()
         if self.stale_health_after_sync:
             # Keep health and reconciledAt from the previous comparison (kargo#41).
             st.stale_until = now + self.stale_health_seconds
-            st.healthy_at = st.stale_until + self.health_delay
         else:
             new_status["health"] = {"status": "Progressing", "message": "Waiting for rollout to finish"}
-            st.healthy_at = now + self.health_delay
+        st.healthy_at = st.rollout_done = rollout_done
         if st.degraded is not None:
             st.healthy_at = now  # the rollout "ends" Degraded
         await self._patch_app(key, {**clear_op, "status": new_status})
@@ -715,7 +877,7 @@ class ArgoCDControllerDouble:
         if self.stale_health_after_sync:
             self._event("stale-health", key, ended=False, health=(status.get("health") or {}).get("status"))
 
-    async def _compare(self, key: tuple[str, str], app: dict[str, Any], *, reason: str) -> None:
+    async def _compare(self, key: tuple[str, str], app: dict[str, Any], *, reason: str, now: float) -> None:
         """A refresh: resolve, compare desired vs live, write the verdict, drop the annotation."""
         st = self._state(key)
         patch: dict[str, Any] = {"metadata": {"annotations": {REFRESH_ANNOTATION: None}}}
@@ -735,7 +897,8 @@ class ArgoCDControllerDouble:
         live = self._live_images(ns)
         synced = all(live.get(d) == image for d, image in desired.items())
         st.stale_until = None  # a fresh comparison replaces stale health
-        health, message = self._health_now(key, ns, desired)
+        st.health_dirty = False
+        health, message = self._health_now(key, ns, desired, now)
         patch["status"] = {
             "sync": self._sync_block(app, "Synced" if synced else "OutOfSync", revision),
             "resources": self._resources_block(ns, desired, live),
@@ -760,27 +923,40 @@ class ArgoCDControllerDouble:
             )
             self._event("auto-sync", key, revision=revision)
 
-    async def _write_health(self, key: tuple[str, str]) -> None:
+    async def _write_health(self, key: tuple[str, str], now: float | None = None) -> None:
+        """Write the current health; ``now`` is the tick's clock (outside a tick: bring the
+        Deployments up to date first, so health never runs ahead of them)."""
+        if now is None:
+            now = time.monotonic()
+            await self._reconcile_deployments(now)
         app = self._read(key)
         if app is None:
             return
+        self._state(key).health_dirty = False
         ns = self._destination_namespace(app)
         try:
             desired = await self._desired_images(app, ((app.get("status") or {}).get("sync") or {}).get("revision"))
         except _RenderError:
             desired = {}
-        health, message = self._health_now(key, ns, desired)
+        health, message = self._health_now(key, ns, desired, now)
         await self._patch_app(key, {"status": {"health": {"status": health, "message": message}, "reconciledAt": self._now()}})
         self._event("health", key, status=health)
 
-    def _health_now(self, key: tuple[str, str], ns: str, desired: Mapping[str, str]) -> tuple[str, str | None]:
+    def _health_now(
+        self, key: tuple[str, str], ns: str, desired: Mapping[str, str], now: float
+    ) -> tuple[str, str | None]:
         st = self._state(key)
         live = self._live_images(ns)
         if st.degraded is not None:
             return "Degraded", st.degraded
+        # Argo CD's Deployment health: Degraded on ProgressDeadlineExceeded (worse than Missing).
+        for deployment in sorted(desired):
+            rollout = self._rollouts.get((ns, deployment))
+            if rollout is not None and rollout.exceeded:
+                return "Degraded", f'Deployment "{deployment}" exceeded its progress deadline'
         if any(d not in live for d in desired) or not live:
             return "Missing", None
-        if st.healthy_at is not None and time.monotonic() < st.healthy_at:
+        if st.healthy_at is not None and now < st.healthy_at:
             return "Progressing", "Waiting for rollout to finish"
         return "Healthy", None
 
@@ -886,19 +1062,25 @@ class ArgoCDControllerDouble:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def _apply_deployment(self, key: tuple[str, str], ns: str, name: str, image: str) -> str:
+    async def _apply_deployment(self, key: tuple[str, str], ns: str, name: str, image: str, done_at: float) -> str:
+        """Create or update one Deployment; a change starts a rollout that finishes at ``done_at``."""
         objs = self.emulator.objects
         obj_key = (_DEPLOY_RES, ns, name)
         app_name = key[1]
         component = name[len(app_name) + 1 :] if name.startswith(app_name + "-") else name
         if obj_key in objs and not objs[obj_key].deleted:
-            containers = copy.deepcopy(objs[obj_key].raw["spec"]["template"]["spec"]["containers"])
+            raw = objs[obj_key].raw
+            containers = copy.deepcopy(raw["spec"]["template"]["spec"]["containers"])
             if containers[0].get("image") == image:
                 return "unchanged"
             containers[0]["image"] = image
+            self._rollout_due[(ns, name)] = done_at
             await self._http_patch(
-                _object_path(DEPLOYMENTS, ns, name), {"spec": {"template": {"spec": {"containers": containers}}}}
+                _object_path(DEPLOYMENTS, ns, name),
+                # The API server bumps generation in the same write as the spec change.
+                {"metadata": {"generation": _generation(raw) + 1}, "spec": {"template": {"spec": {"containers": containers}}}},
             )
+            await self._observe_deployment(ns, name, adopt=True)
             return "configured"
         labels = {
             "app.kubernetes.io/instance": app_name,  # Argo CD's default tracking label
@@ -909,7 +1091,14 @@ class ArgoCDControllerDouble:
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "uid": str(uuid.uuid4())},
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": labels,
+                "uid": str(uuid.uuid4()),
+                "generation": 1,
+                "creationTimestamp": _kube_time(),
+            },
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": selector},
@@ -919,20 +1108,278 @@ class ArgoCDControllerDouble:
                 },
             },
         }
+        self._rollout_due[(ns, name)] = done_at
         resp = await self.emulator.post(_collection_path(DEPLOYMENTS, ns), json=body)
         text = await resp.text()
         if resp.status >= 300:
             raise DoubleError(f"creating Deployment {ns}/{name}: HTTP {resp.status} {text}")
+        await self._observe_deployment(ns, name, adopt=True)
         return "created"
 
-    async def _replace_deployment(self, key: tuple[str, str], ns: str, name: str, image: str) -> str:
+    async def _replace_deployment(self, key: tuple[str, str], ns: str, name: str, image: str, done_at: float) -> str:
+        # Deleted and created again: a new object (generation 1, new uid), its old Pods go with it.
         objs = self.emulator.objects
         if (_DEPLOY_RES, ns, name) in objs and not objs[_DEPLOY_RES, ns, name].deleted:
             resp = await self.emulator.delete(_object_path(DEPLOYMENTS, ns, name))
             if resp.status >= 300:
                 raise DoubleError(f"deleting Deployment {ns}/{name}: HTTP {resp.status} {await resp.text()}")
-        await self._apply_deployment(key, ns, name, image)
+        await self._apply_deployment(key, ns, name, image, done_at)
         return "replaced"
+
+    # -- Deployment / ReplicaSet controllers and kubelet -----------------------------------
+
+    async def _reconcile_deployments(self, now: float) -> None:
+        async with self._deploy_lock:
+            for ns, name in list(self._rollouts):
+                await self._reconcile_deployment(ns, name, now, adopt=False)
+
+    async def _observe_deployment(self, ns: str, name: str, *, adopt: bool) -> None:
+        """Right after the double wrote a Deployment: start its rollout now, not a tick later."""
+        async with self._deploy_lock:
+            await self._reconcile_deployment(ns, name, time.monotonic(), adopt=adopt)
+
+    async def _reconcile_deployment(self, ns: str, name: str, now: float, *, adopt: bool) -> None:
+        """One pass of the controllers over one Deployment; writes only when something changes.
+
+        ``adopt``: take over a Deployment not tracked yet (the double just wrote it); otherwise
+        untracked ones (``put_object``) are left as they are.
+        """
+        key = (ns, name)
+        objs = self.emulator.objects
+        obj_key = (_DEPLOY_RES, ns, name)
+        obj = objs[obj_key].raw if obj_key in objs and not objs[obj_key].deleted else None
+        meta = (obj or {}).get("metadata") or {}
+        rollout = self._rollouts.get(key)
+        if rollout is not None and (obj is None or meta.get("uid") != rollout.uid):
+            # Deleted, or replaced by another object: the garbage collector takes its Pods.
+            await self._delete_pods(ns, list(rollout.pods))
+            del self._rollouts[key]
+            self._event("rollout", None, deployment=f"{ns}/{name}", phase="deleted")
+            rollout = None
+        if obj is None:
+            return
+        spec = obj.get("spec") or {}
+        template = spec.get("template") or {}
+        if not _containers(template):
+            return  # nothing a ReplicaSet could run
+        digest = _digest(spec)
+        generation = _generation(obj)
+        changed = health_changed = False
+
+        if rollout is None:
+            if not adopt:
+                return
+            if generation < 1:  # written without one: the API server starts at 1
+                generation = 1
+                await self._http_patch(_object_path(DEPLOYMENTS, ns, name), {"metadata": {"generation": 1}})
+            rollout = _Rollout(
+                uid=meta.get("uid"),
+                generation=generation,
+                spec_digest=digest,
+                template_hash=_template_hash(template),
+                replicas=_replicas(spec),
+                done_at=self._rollout_due.pop(key, None) or now + self.health_delay,
+            )
+            self._rollouts[key] = rollout
+            self._event("rollout", None, deployment=f"{ns}/{name}", phase="started", generation=generation)
+            changed = True
+        elif digest != rollout.spec_digest:
+            if generation <= rollout.generation:
+                # Someone else changed the spec through kmock, which does not bump generation.
+                generation = rollout.generation + 1
+                await self._http_patch(_object_path(DEPLOYMENTS, ns, name), {"metadata": {"generation": generation}})
+            template_hash, replicas = _template_hash(template), _replicas(spec)
+            due = self._rollout_due.pop(key, None)
+            if template_hash != rollout.template_hash or replicas != rollout.replicas:
+                health_changed = rollout.exceeded
+                rollout.template_hash, rollout.replicas = template_hash, replicas
+                rollout.done_at, rollout.exceeded = due or now + self.health_delay, False
+                self._event("rollout", None, deployment=f"{ns}/{name}", phase="started", generation=generation)
+            rollout.generation, rollout.spec_digest = generation, digest
+            changed = True
+
+        gone = [p for p in rollout.pods if (_POD_RES, ns, p) not in objs or objs[_POD_RES, ns, p].deleted]
+        for pod in gone:
+            del rollout.pods[pod]
+        changed = changed or bool(gone)
+
+        if rollout.done_at is not None and now >= rollout.done_at:
+            if key in self._stalls:
+                if not rollout.exceeded:
+                    rollout.exceeded = changed = health_changed = True
+                    self._event("rollout", None, deployment=f"{ns}/{name}", phase="deadline-exceeded")
+            else:
+                await self._sync_pods(ns, name, rollout, obj)
+                health_changed = health_changed or rollout.exceeded
+                rollout.done_at, rollout.exceeded, changed = None, False, True
+                self._event("rollout", None, deployment=f"{ns}/{name}", phase="complete", generation=generation)
+        elif rollout.done_at is None and gone:
+            await self._sync_pods(ns, name, rollout, obj)  # the ReplicaSet replaces deleted Pods
+
+        loop = self._crash_loops.get(key)
+        if loop is not None and now >= loop.next_at:
+            loop.next_at = now + loop.every
+            for pod in list(rollout.pods):
+                await self._restart_first_container(ns, pod)
+
+        if changed:
+            await self._http_patch(
+                _object_path(DEPLOYMENTS, ns, name), {"status": self._deployment_status(ns, name, spec, rollout)}
+            )
+        if health_changed:
+            self._mark_health_dirty(ns)
+
+    def _deployment_status(self, ns: str, name: str, spec: Mapping[str, Any], rollout: _Rollout) -> dict[str, Any]:
+        """``status`` as the Deployment controller computes it from its ReplicaSets' Pods."""
+        now = _kube_time()
+        want = rollout.replicas
+        rs_name = f"{name}-{rollout.template_hash}"
+        total = len(rollout.pods)
+        updated = sum(1 for h in rollout.pods.values() if h == rollout.template_hash)
+        available = total  # the double's Pods are ready at once and stay ready (minReadySeconds 0)
+        if rollout.done_at is None:
+            progressing = ("True", "NewReplicaSetAvailable", f'ReplicaSet "{rs_name}" has successfully progressed.')
+        elif rollout.exceeded:
+            message = self._stalls.get((ns, name)) or f'ReplicaSet "{rs_name}" has timed out progressing.'
+            progressing = ("False", "ProgressDeadlineExceeded", message)
+        else:
+            progressing = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
+        if available >= want - _max_unavailable(spec, want):
+            availability = ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+        else:
+            availability = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+        conditions = [
+            self._deployment_condition(rollout, "Available", *availability, now),
+            self._deployment_condition(rollout, "Progressing", *progressing, now),
+        ]
+        # The API omits zero counts (omitempty); a merge-patch null removes a count that fell to 0.
+        return {
+            "observedGeneration": rollout.generation,
+            "replicas": total or None,
+            "updatedReplicas": updated or None,
+            "readyReplicas": available or None,
+            "availableReplicas": available or None,
+            # Desired replicas of all ReplicaSets (the new one at full size) minus available.
+            "unavailableReplicas": max(want + (total - updated) - available, 0) or None,
+            "conditions": conditions,
+        }
+
+    def _deployment_condition(
+        self, rollout: _Rollout, type_: str, status: str, reason: str, message: str, now: str
+    ) -> dict[str, str]:
+        previous = rollout.conditions.get(type_)
+        condition = {
+            "type": type_,
+            "status": status,
+            "lastUpdateTime": now,
+            # Moves only when the status flips, as in the Deployment controller.
+            "lastTransitionTime": previous["lastTransitionTime"] if previous and previous["status"] == status else now,
+            "reason": reason,
+            "message": message,
+        }
+        rollout.conditions[type_] = condition
+        return condition
+
+    async def _sync_pods(self, ns: str, name: str, rollout: _Rollout, deployment: Mapping[str, Any]) -> None:
+        """The ReplicaSets settle: ``replicas`` Pods of the new template, nothing else."""
+        keep = [p for p, h in rollout.pods.items() if h == rollout.template_hash][: rollout.replicas]
+        # New Pods before the old ones go (a rolling update never drops to zero).
+        while len(keep) < rollout.replicas:
+            pod = await self._create_pod(ns, name, rollout, deployment)
+            rollout.pods[pod] = rollout.template_hash
+            keep.append(pod)
+        drop = [p for p in rollout.pods if p not in keep]
+        await self._delete_pods(ns, drop)
+        for pod in drop:
+            del rollout.pods[pod]
+
+    async def _create_pod(self, ns: str, name: str, rollout: _Rollout, deployment: Mapping[str, Any]) -> str:
+        template = (deployment.get("spec") or {}).get("template") or {}
+        pod_hash = rollout.template_hash
+        pod_name = f"{name}-{pod_hash}-{_encode(uuid.uuid4().int, 5)}"
+        started = _kube_time()
+        containers = copy.deepcopy(_containers(template))
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "generateName": f"{name}-{pod_hash}-",
+                "namespace": ns,
+                "labels": {**((template.get("metadata") or {}).get("labels") or {}), "pod-template-hash": pod_hash},
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": started,
+                # The ReplicaSet itself is not stored; its name and a stable uid are enough to group Pods.
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": f"{name}-{pod_hash}",
+                        "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{rollout.uid}/{pod_hash}")),
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": {**copy.deepcopy(template.get("spec") or {}), "containers": containers, "nodeName": "kmock"},
+            "status": {
+                "phase": "Running",
+                "startTime": started,
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": started}
+                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                ],
+                # imageID is required by the official client's model; the digest is made up.
+                "containerStatuses": [
+                    {
+                        "name": c.get("name") or f"container-{i}",
+                        "image": c.get("image") or "",
+                        "imageID": _image_id(c.get("image") or ""),
+                        "ready": True,
+                        "started": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": started}},
+                    }
+                    for i, c in enumerate(containers)
+                ],
+            },
+        }
+        resp = await self.emulator.post(_collection_path(PODS, ns), json=body)
+        if resp.status >= 300:
+            raise DoubleError(f"creating Pod {ns}/{pod_name}: HTTP {resp.status} {await resp.text()}")
+        return pod_name
+
+    async def _delete_pods(self, ns: str, names: Iterable[str]) -> None:
+        objs = self.emulator.objects
+        for pod in names:
+            if (_POD_RES, ns, pod) in objs and not objs[_POD_RES, ns, pod].deleted:
+                resp = await self.emulator.delete(_object_path(PODS, ns, pod))
+                if resp.status >= 300 and resp.status != 404:
+                    raise DoubleError(f"deleting Pod {ns}/{pod}: HTTP {resp.status} {await resp.text()}")
+
+    async def _restart_first_container(self, ns: str, pod: str) -> None:
+        objs = self.emulator.objects
+        if (_POD_RES, ns, pod) not in objs or objs[_POD_RES, ns, pod].deleted:
+            return
+        statuses = copy.deepcopy((objs[_POD_RES, ns, pod].raw.get("status") or {}).get("containerStatuses") or [])
+        if not statuses:
+            return
+        now = _kube_time()
+        first = statuses[0]
+        started = ((first.get("state") or {}).get("running") or {}).get("startedAt") or now
+        first["restartCount"] = int(first.get("restartCount") or 0) + 1
+        first["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": now}}
+        first["state"] = {"running": {"startedAt": now}}
+        await self._http_patch(_object_path(PODS, ns, pod), {"status": {"containerStatuses": statuses}})
+
+    def _mark_health_dirty(self, ns: str) -> None:
+        """Applications deploying to ``ns`` write their health again (Argo CD watches its resources)."""
+        for key in self._app_keys():
+            app = self._read(key)
+            if app is not None and self._destination_namespace(app) == ns:
+                self._state(key).health_dirty = True
+
+    # -- API writes ------------------------------------------------------------------------
 
     async def _patch_app(self, key: tuple[str, str], patch: Mapping[str, Any]) -> None:
         await self._http_patch(_object_path(APPLICATIONS, key[0], key[1]), patch)
@@ -1005,6 +1452,74 @@ def _collection_path(resource: str, namespace: str) -> str:
 
 def _object_path(resource: str, namespace: str, name: str) -> str:
     return f"{_collection_path(resource, namespace)}/{name}"
+
+
+def _generation(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("generation") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _containers(template: Mapping[str, Any]) -> list[dict[str, Any]]:
+    containers = (template.get("spec") or {}).get("containers") if isinstance(template, Mapping) else None
+    return [c for c in containers if isinstance(c, dict)] if isinstance(containers, list) else []
+
+
+def _replicas(spec: Mapping[str, Any]) -> int:
+    value = spec.get("replicas")
+    return 1 if value is None else max(int(value), 0)  # the API server's default is 1
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _encode(number: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        number, digit = divmod(number, len(_NAME_ALPHABET))
+        out.append(_NAME_ALPHABET[digit])
+    return "".join(out)
+
+
+def _template_hash(template: Mapping[str, Any]) -> str:
+    """A pod-template-hash: stable for a template, 10 characters of the generated-name alphabet."""
+    return _encode(int(_digest(template), 16), 10)
+
+
+def _max_unavailable(spec: Mapping[str, Any], replicas: int) -> int:
+    """RollingUpdate's maxUnavailable resolved against ``replicas`` (defaults 25%/25%)."""
+    strategy = spec.get("strategy") or {}
+    if strategy.get("type") == "Recreate":
+        return 0
+    rolling = strategy.get("rollingUpdate") or {}
+
+    def resolve(value: Any, round_up: bool) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            exact = int(value[:-1]) * replicas / 100
+            return int(-(-exact // 1)) if round_up else int(exact // 1)
+        return int(value)
+
+    surge = resolve(rolling.get("maxSurge", "25%"), round_up=True)
+    unavailable = resolve(rolling.get("maxUnavailable", "25%"), round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1  # both zero would deadlock; Kubernetes allows one unavailable
+    return min(unavailable, replicas)
+
+
+def _kube_time() -> str:
+    # metav1.Time: whole seconds, UTC.
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _image_id(image: str) -> str:
+    """What the kubelet reports as imageID: ``repository@sha256:<digest>`` (the digest is made up)."""
+    if "@" in image:
+        return image
+    repository, _, last = image.rpartition("/")
+    name = last.partition(":")[0]
+    return f"{repository + '/' if repository else ''}{name}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
 def _first_image(obj: Mapping[str, Any]) -> str | None:

@@ -20,6 +20,7 @@ import docker
 import pytest
 
 from coelho_pipeline.dev import services
+from metrics_exporter import MetricsExporter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -95,6 +96,19 @@ class GitServer:
 
 
 @pytest.fixture(scope="session")
+def prometheus(session_dir: Path) -> Iterator[tuple[str, MetricsExporter]]:
+    """A real Prometheus (Debian's package) on a free loopback port, scraping a small exporter every
+    second; yields (its URL, the exporter whose gauges the test sets)."""
+    with MetricsExporter() as exporter:
+        port = services.free_port()
+        service = services.start_prometheus(session_dir / "prometheus", port, [exporter.target])
+        try:
+            yield f"http://127.0.0.1:{port}", exporter
+        finally:
+            service.stop()
+
+
+@pytest.fixture(scope="session")
 def git_server(session_dir: Path) -> Iterator[GitServer]:
     port = services.free_port()
     base = session_dir / "git"
@@ -167,7 +181,8 @@ def dagster_dev(tmp_path: Path, git_server, registry_addr: str, base_images, doc
         "COELHO_GIT_URL": repo.url, "COELHO_REGISTRY": prefix, "COELHO_BUILD_NETWORK": "host",
         "COELHO_BUILD_ARGS": " ".join(f"{k}={v}" for k, v in base_images.items()),
         "COELHO_APPS": "fastapi,kafka_producers,sveltekit", "COELHO_WORKDIR": str(tmp_path / "work"),
-        "KUBECONFIG": str(kubeconfig), "COELHO_SYNC_TIMEOUT": "60", **dagster_dev_env,
+        "KUBECONFIG": str(kubeconfig), "COELHO_SYNC_TIMEOUT": "60", "COELHO_VERIFY_SOAK_SECONDS": "1",
+        "COELHO_VERIFY_INTERVAL_SECONDS": "0.25", "COELHO_ROLLOUT_TIMEOUT": "20", **dagster_dev_env,
     }
     service = services.start_dagster_dev(project_dir=REPO_ROOT, env=env, port=port, log_path=tmp_path / "dagster.log")
     try:

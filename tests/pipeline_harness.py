@@ -106,7 +106,7 @@ def settings_for(repo: SourceRepo, registry_prefix: str, workdir: Path, base_ima
     return Settings(
         git_url=repo.url, git_branch=repo.branch, registry=registry_prefix,
         build_args=dict(base_images), build_network="host", workdir=str(workdir), apps=APPS,
-        sync_timeout=60, **extra,
+        **{"sync_timeout": 60, "verify_soak": 1.0, "verify_interval": 0.25, "rollout_timeout": 20, **extra},
     )
 
 

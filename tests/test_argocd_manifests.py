@@ -136,7 +136,7 @@ def rules_of(role: dict) -> list[tuple[str, str, frozenset[str]]]:
     return out
 
 
-def test_pipeline_rbac_is_exactly_applications_and_deployments() -> None:
+def test_pipeline_rbac_is_exactly_applications_deployments_and_pods() -> None:
     assert not objects("ClusterRole") and not objects("ClusterRoleBinding")
     (sa,) = objects("ServiceAccount")
     assert (sa["kind"], sa["metadata"]["namespace"], sa["metadata"]["name"]) == SA
@@ -152,7 +152,8 @@ def test_pipeline_rbac_is_exactly_applications_and_deployments() -> None:
 
     assert granted == {
         "argocd": [("argoproj.io", "applications", frozenset({"get", "list", "watch", "patch"}))],
-        "coelho-realtime": [("apps", "deployments", frozenset({"get", "list", "watch"}))],
+        "coelho-realtime": [("apps", "deployments", frozenset({"get", "list", "watch"})),
+                            ("", "pods", frozenset({"get", "list"}))],  # restarts, for the rollout verification
     }
     # Every Role is bound (no dormant grants).
     bound = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in objects("RoleBinding")}

@@ -114,8 +114,15 @@ def test_a_sync_timeout_longer_than_run_monitoring_allows_is_refused(tmp_path) -
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**BASE, "DAGSTER_HOME": home, "COELHO_SYNC_TIMEOUT": "1500"})
     message = str(info.value)
-    assert "COELHO_SYNC_TIMEOUT=1500" in message and "max_runtime_seconds=1200" in message
-    assert str(tmp_path / "dagster.yaml") in message
+    assert "COELHO_SYNC_TIMEOUT + COELHO_ROLLOUT_TIMEOUT + COELHO_VERIFY_SOAK_SECONDS = 1860s" in message
+    assert "max_runtime_seconds=1200" in message and str(tmp_path / "dagster.yaml") in message
+
+
+def test_the_rollout_wait_and_soak_count_against_run_monitoring_too(tmp_path) -> None:
+    home = _home(tmp_path, "run_monitoring: {enabled: true, max_runtime_seconds: 1200}\n")
+    with pytest.raises(ConfigError, match="max_runtime_seconds=1200"):
+        Settings.from_env({**BASE, "DAGSTER_HOME": home, "COELHO_SYNC_TIMEOUT": "600",
+                           "COELHO_VERIFY_SOAK_SECONDS": "400"})
 
 
 def test_the_default_sync_timeout_fits_the_repositorys_dagster_yaml() -> None:
@@ -144,3 +151,43 @@ def test_a_broken_dagster_yaml_names_the_file_not_its_content(tmp_path) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**BASE, "DAGSTER_HOME": home})
     assert "dagster.yaml" in str(info.value) and "hunter2" not in str(info.value)
+
+
+# Verification after deploy and auto-rollback: each bad value names its variable (and entry).
+def test_verification_settings_are_read() -> None:
+    s = Settings.from_env({**BASE, "COELHO_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
+                           "COELHO_VERIFY_QUERIES": "- {name: errors, query: 'sum(rate(x[1m]))', max: 0.05}\n"
+                                                    "- {name: up, query: 'min(up)', min: 1}\n",
+                           "COELHO_VERIFY_SOAK_SECONDS": "0", "COELHO_VERIFY_INTERVAL_SECONDS": "2",
+                           "COELHO_ROLLOUT_TIMEOUT": "120", "COELHO_AUTO_ROLLBACK": "true"})
+    assert [(c.name, c.min, c.max) for c in s.verify_checks] == [("errors", None, 0.05), ("up", 1.0, None)]
+    assert (s.verify_soak, s.verify_interval, s.rollout_timeout, s.auto_rollback) == (0, 2, 120, True)
+    assert Settings.from_env(BASE).auto_rollback is False
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"COELHO_AUTO_ROLLBACK": "sometimes"}, "COELHO_AUTO_ROLLBACK"),
+    ({"COELHO_VERIFY_SOAK_SECONDS": "-5"}, "COELHO_VERIFY_SOAK_SECONDS"),
+    ({"COELHO_VERIFY_INTERVAL_SECONDS": "0"}, "COELHO_VERIFY_INTERVAL_SECONDS"),
+    ({"COELHO_ROLLOUT_TIMEOUT": "a while"}, "COELHO_ROLLOUT_TIMEOUT"),
+    ({"COELHO_PROMETHEUS_URL": "prometheus:9090"}, "COELHO_PROMETHEUS_URL"),
+    ({"COELHO_PROMETHEUS_URL": "https://admin:hunter2@prom.example"}, "COELHO_PROMETHEUS_URL"),
+    ({"COELHO_VERIFY_QUERIES": "- {name: x, query: up, max: 1}"}, "COELHO_PROMETHEUS_URL"),
+    ({"COELHO_PROMETHEUS_URL": "http://p:9090", "COELHO_VERIFY_QUERIES": "[{name: x, query: up"},
+     "COELHO_VERIFY_QUERIES is not valid YAML at line 1"),
+    ({"COELHO_PROMETHEUS_URL": "http://p:9090", "COELHO_VERIFY_QUERIES": "{name: x}"}, "must be a list"),
+    ({"COELHO_PROMETHEUS_URL": "http://p:9090", "COELHO_VERIFY_QUERIES": "- {name: x, query: up}"},
+     "COELHO_VERIFY_QUERIES[0] (x) needs min and/or max"),
+    ({"COELHO_PROMETHEUS_URL": "http://p:9090",
+      "COELHO_VERIFY_QUERIES": "- {name: x, query: up, max: 1}\n- {name: y, query: up, max: high}"},
+     "COELHO_VERIFY_QUERIES[1].max must be a finite number"),
+    ({"COELHO_PROMETHEUS_URL": "http://p:9090", "COELHO_VERIFY_QUERIES": "- {name: x, query: up, max: 1, maxx: 2}"},
+     "COELHO_VERIFY_QUERIES[0] has unknown key(s) maxx"),
+    ({"COELHO_PROMETHEUS_URL": "http://p:9090", "COELHO_VERIFY_QUERIES": "- {name: x, query: up, min: 2, max: 1}"},
+     "min 2 is above max 1"),
+])
+def test_bad_verification_settings_name_the_variable(extra: dict, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, **extra})
+    assert named in str(info.value)
+    assert "hunter2" not in str(info.value)

@@ -40,6 +40,7 @@ def test_the_graph_tells_the_delivery_story(loaded: dg.Definitions) -> None:
     checks = {(spec.asset_key.to_user_string(), spec.name): spec.blocking for spec in specs}
     assert checks == {("helm_values", "tags_exist_in_registry"): True,
                       ("helm_values", "chart_renders_with_built_images"): True,
+                      ("argocd_sync", "rollout_verified"): False,  # the step fails itself, after recording it
                       ("live_state", "live_matches_git"): False}
 
 

@@ -37,7 +37,9 @@ def test_first_delivery_builds_every_app_and_commits_their_tags(pipeline: Pipeli
 
     assert result.success
     assert rebuilt(result) == ["fastapi", "kafka_producers", "sveltekit"]
-    assert all(check_results(result).values()) and len(check_results(result)) == 2
+    # No cluster here: nothing was deployed, so the rollout is "not verified" (a warning, never a pass).
+    assert check_results(result) == {"tags_exist_in_registry": True, "chart_renders_with_built_images": True,
+                                     "rollout_verified": False}
     head_sha, author, subject = pipeline.repo.log(1)[0]
     assert subject == f"Update image tags to {seed} [skip ci]"
     assert author == pipeline.settings.author_email

@@ -13,7 +13,6 @@ naming the verb and the bound, never a step that waits forever.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -39,6 +38,7 @@ from coelho_pipeline.argocd.errors import (
 )
 from coelho_pipeline.argocd.status import REFRESH_ANNOTATION, AppStatus, SyncResult, _fmt, parse_timestamp
 from coelho_pipeline.argocd.verdict import Acceptance, Verdict, assess
+from coelho_pipeline.kube import api_message, first_line, timeout_cause, timeout_phase
 
 GROUP = "argoproj.io"
 VERSION = "v1alpha1"
@@ -126,7 +126,7 @@ class ArgoCDClient:
         except (k8s_config.ConfigException, OSError) as e:
             raise KubeconfigError(
                 f"Application {qualified}: cannot load cluster credentials from {where}: "
-                f"{type(e).__name__}: {_first_line(str(e))}"
+                f"{type(e).__name__}: {first_line(str(e))}"
             ) from e
         except Exception as e:  # noqa: BLE001 - a malformed entry surfaces as any type; its text may quote the file
             raise KubeconfigError(
@@ -146,6 +146,11 @@ class ArgoCDClient:
         )
 
     # -- context ---------------------------------------------------------------------------
+
+    @property
+    def api_client(self) -> k8s_client.ApiClient:
+        """The Kubernetes API connection, for readers of other objects (the rollout's Deployments)."""
+        return self._apps.api_client
 
     @property
     def qualified_name(self) -> str:
@@ -500,17 +505,17 @@ class ArgoCDClient:
                 e, verb=verb, resource=resource, namespace=ns, not_found_is_app=not_found_is_app, purpose=purpose
             ) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            timed_out = _timeout_cause(e)
+            timed_out = timeout_cause(e)
             if timed_out is not None:
                 connect, read = self.request_timeout
-                phase = "connect" if isinstance(timed_out, urllib3.exceptions.ConnectTimeoutError) else "read"
+                phase = timeout_phase(timed_out)
                 raise ArgoCDError(
                     f"Application {self.qualified_name}: the Kubernetes API did not answer {verb} {resource} in "
                     f"namespace {ns} within the {connect if phase == 'connect' else read:g}s {phase} timeout"
                 ) from e
             raise ArgoCDError(
                 f"Application {self.qualified_name}: cannot reach the Kubernetes API to {verb} {resource} "
-                f"in namespace {ns}: {type(e).__name__}: {_first_line(str(e))}"
+                f"in namespace {ns}: {type(e).__name__}: {first_line(str(e))}"
             ) from e
 
     def _translate(
@@ -524,7 +529,7 @@ class ArgoCDClient:
         purpose: str | None,
     ) -> ArgoCDError:
         code = e.status
-        detail = _api_message(e)
+        detail = api_message(e)
         why = f" (needed to {purpose})" if purpose else ""
         if code == 404 and not_found_is_app:
             return ApplicationNotFound(
@@ -551,31 +556,6 @@ class ArgoCDClient:
             f"{http}{suffix}",
             status_code=code,
         )
-
-
-def _api_message(e: ApiException) -> str:
-    """The ``message`` of a Kubernetes Status body, one line, bounded; never headers."""
-    try:
-        body = json.loads(e.body) if e.body else None
-    except (TypeError, ValueError):
-        return ""
-    msg = body.get("message") if isinstance(body, dict) else None
-    return _first_line(msg)[:300] if isinstance(msg, str) else ""
-
-
-def _timeout_cause(e: BaseException) -> BaseException | None:
-    """The timeout behind ``e`` (urllib3 raises it directly, or inside MaxRetryError when retrying)."""
-    for candidate in (e, getattr(e, "reason", None)):
-        # NewConnectionError (refused, no route) subclasses ConnectTimeoutError for old callers.
-        if isinstance(candidate, urllib3.exceptions.NewConnectionError):
-            return None
-        if isinstance(candidate, (urllib3.exceptions.TimeoutError, TimeoutError)):
-            return candidate
-    return None
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
 def _initiator(obj: Mapping[str, Any]) -> str | None:

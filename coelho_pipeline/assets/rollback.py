@@ -4,7 +4,8 @@ from datetime import datetime
 
 import dagster as dg
 
-from coelho_pipeline.assets.deploy import sync_and_wait
+from coelho_pipeline.assets.deploy import sync_and_wait, verify_deployment
+from coelho_pipeline.auto_rollback import AUTO_ROLLBACK_TAG, still_current
 from coelho_pipeline.delivery.publish import PushPolicy, ensure_on_branch, publish
 from coelho_pipeline.delivery.rollback import RollbackRefused, rollback_publication
 from coelho_pipeline.errors import failure
@@ -16,6 +17,7 @@ from coelho_pipeline.resources.git import GitRemote, GitResource
 from coelho_pipeline.resources.images import RegistryResource
 from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
+from coelho_pipeline.resources.verify import VerificationResource
 
 
 class RollbackConfig(dg.Config):
@@ -35,6 +37,7 @@ def rollback_commit(
     target: DeliveryTargetResource,
     argocd: ArgoCDResource,
     notify: NotifierResource,
+    verification: VerificationResource,
 ) -> dg.MaterializeResult:
     """Rolls back to this partition's delivery: ``Roll back to <sha> [skip ci]`` brings back every app's
     image as that delivery deployed it, through the same single writer (verified, retried), then Argo
@@ -44,6 +47,11 @@ def rollback_commit(
     remote = git.remote()
     try:
         tip = remote.fetch()
+        failed_run = context.run.tags.get(AUTO_ROLLBACK_TAG)
+        if failed_run:
+            stale = still_current(context.instance, failed_run, remote.last_delivered_source())
+            if stale:
+                raise RollbackRefused(f"auto-rollback to {old} not done: {stale}; nothing written, no hold set")
         remote.ensure_commit(old)
         ensure_on_branch(remote, old, tip)
         delivered_at = _delivered_at(context.instance, remote, old, tip)
@@ -62,12 +70,24 @@ def rollback_commit(
                          policy=PushPolicy(target.push_attempts, tuple(target.push_backoff_seconds)))
     except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
         raise failure(e) from e
-    synced = sync_and_wait(context, argocd, remote, target, commit) or {"sync": "not requested: no cluster"}
+    synced = sync_and_wait(context, argocd, remote, target, commit)
+    # Verified like a delivery and reported, never failed on: the rollback is pushed and synced by now,
+    # and a rollback is never rolled back in turn.
+    outcome, verified = "not verified", "not run: no cluster"
+    if synced:
+        try:
+            report = verify_deployment(context, argocd, verification)
+            outcome, verified = report.outcome.value, report.summary()
+        except dg.Failure as e:
+            outcome, verified = "error", f"rollout verification could not run: {e.description}"
+            context.log.warning(verified)
+    synced = synced or {"sync": "not requested: no cluster"}
     rolled_back_from = dict(publication.trailers).get("Rolled-Back-From", "")
     notify.send(context.log, Notification.rolled_back(application=application, revision=commit.sha, to_commit=old,
-                                                      from_commit=rolled_back_from))
+                                                      from_commit=rolled_back_from, details={"verification": verified}))
     report = (f"Rolled back to `{old}` (from `{rolled_back_from}`) with commit `{commit.sha}` ({commit.reason}); "
-              f"Argo CD: {synced.get('sync', '')} {synced.get('health', '')} at {synced.get('revision', '-')}.\n\n"
+              f"Argo CD: {synced.get('sync', '')} {synced.get('health', '')} at {synced.get('revision', '-')}; "
+              f"{verified}.\n\n"
               f"Deliveries are held: `coelho release` (or the release_hold job) delivers the newest commit again.")
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(report),
@@ -77,6 +97,8 @@ def rollback_commit(
         "created": commit.created,
         "reason": commit.reason,
         "rolled_back_from": rolled_back_from,
+        "verification": outcome,
+        "verification_summary": verified,
         "changes": dg.MetadataValue.md("\n".join(f"- `{p}`: `{o or '(empty)'}` → `{n}`"
                                                  for p, o, n in commit.changes) or "none"),
         **{f"argocd_{k}": v for k, v in synced.items()},

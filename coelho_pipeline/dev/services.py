@@ -1,7 +1,7 @@
 """Local stand-ins for the services the pipeline talks to, for the dev loop and the tests.
 
 A Docker engine (started only when none answers), a registry (Debian's docker-registry, i.e.
-distribution), and a ``git daemon`` serving bare repositories, all bound to 127.0.0.1. Every
+distribution), a ``git daemon`` serving bare repositories and Prometheus, all bound to 127.0.0.1. Every
 process is started in its own process group and stopped by its PID.
 """
 
@@ -142,6 +142,22 @@ def start_git_daemon(base_path: Path, port: int) -> Service:
             return True
 
     wait_for(listening, timeout=15, what=f"git daemon on 127.0.0.1:{port}", service=service)
+    return service
+
+
+def start_prometheus(state_dir: Path, port: int, targets: Iterable[str], *, scrape_interval: str = "1s") -> Service:
+    """Prometheus (Debian's package) on 127.0.0.1:port scraping ``targets`` (host:port, /metrics)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "prometheus.yml"
+    listed = ", ".join(f"'{t}'" for t in targets)
+    config.write_text(f"global: {{scrape_interval: {scrape_interval}, evaluation_interval: {scrape_interval}}}\n"
+                      f"scrape_configs:\n  - job_name: app\n    static_configs: [{{targets: [{listed}]}}]\n")
+    service = _spawn("Prometheus", [
+        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={state_dir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ], state_dir / "prometheus.log")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).ok,
+             timeout=30, what=f"Prometheus on 127.0.0.1:{port}", service=service)
     return service
 
 

@@ -71,7 +71,7 @@ def test_each_event_is_notified_once(tmp_path: Path, git_server, registry_addr: 
             context = dg.build_run_status_sensor_context(
                 sensor_name="delivery_failure_sensor", dagster_event=event, dagster_instance=instance,
                 dagster_run=instance.get_run_by_id(failed.run_id),
-                resources={"notify": pipeline.defs.resources["notify"], "argocd": pipeline.defs.resources["argocd"]},
+                resources={name: pipeline.defs.resources[name] for name in ("notify", "argocd", "verification")},
             ).for_run_failure()
             delivery_failure_sensor(context)
 
