@@ -12,6 +12,7 @@ import dagster as dg
 
 from coelho_pipeline.argocd import ArgoCDClient, ArgoCDError
 from coelho_pipeline.errors import RETRY_POLICY, failure
+from coelho_pipeline.hold import current_hold
 from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
@@ -49,11 +50,26 @@ def application_status(context: dg.OpExecutionContext, argocd: ArgoCDResource) -
             raise failure(e) from e
     st = report.status
     context.log.info(st.describe())
-    yield dg.Output(report.markdown, metadata={
-        REPORT: dg.MetadataValue.md(report.markdown),
+    markdown = report.markdown.rstrip("\n") + "\n\n" + pipeline_status(context.instance)
+    yield dg.Output(markdown, metadata={
+        REPORT: dg.MetadataValue.md(markdown),
         "application": report.application, "sync": st.sync_status or "", "health": st.health_status or "",
         "revision": st.revision or "", "operation": st.operation_phase or "",
     })
+
+
+def pipeline_status(instance: dg.DagsterInstance) -> str:
+    """What Argo CD does not know: whether deliveries are held, and how the last one verified."""
+    hold = current_hold(instance)
+    latest = instance.fetch_materializations(dg.AssetKey("argocd_sync"), limit=1).records
+    if latest and latest[0].asset_materialization is not None:
+        outcome = latest[0].asset_materialization.metadata.get("verification")
+        last = f"`{latest[0].partition_key}`, rollout verification {outcome.value if outcome else 'not recorded'}"
+    else:
+        last = "none yet"
+    return ("### Pipeline\n\n| | |\n|---|---|\n"
+            f"| deliveries | {hold.describe() if hold is not None and hold.held else 'not held'} |\n"
+            f"| last delivery | {last} |\n")
 
 
 @dg.op(retry_policy=RETRY_POLICY, out=dg.Out(str, description="The diff report, markdown."))

@@ -290,6 +290,9 @@ def test_cli_status_sync_force_diff_rollback_and_release_through_dagster_dev(dag
     assert status.returncode == 0, status.stderr
     assert "| sync | Synced |" in status.stdout and f"| revision | {head} |" in status.stdout
     assert "### History (1)" in status.stdout
+    seed_sha = repo.log(2)[1][0]
+    assert "| deliveries | not held |" in status.stdout
+    assert f"| last delivery | `{seed_sha}`, rollout verification passed |" in status.stdout
 
     forced = coelho(port, "sync", "--force")
     assert forced.returncode == 0, forced.stderr
@@ -316,6 +319,9 @@ def test_cli_status_sync_force_diff_rollback_and_release_through_dagster_dev(dag
     assert rolled.returncode == 0, rolled.stderr
     assert f"Rolled back to `{seed}` (from `{newer}`)" in rolled.stdout and "Deliveries are held" in rolled.stdout
     assert repo.log(1)[0][2] == f"Roll back to {seed} [skip ci]"
+    held = coelho(port, "status")
+    assert "| deliveries | held since " in held.stdout and f"by rollback to {seed[:12]}: newer FastAPI misbehaves |" \
+        in held.stdout
     released = coelho(port, "release", "--reason", "fixed")
     assert released.returncode == 0, released.stderr
     assert "Released the hold (held since" in released.stdout

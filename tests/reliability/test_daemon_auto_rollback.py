@@ -51,5 +51,15 @@ def test_a_degraded_delivery_is_rolled_back_and_held_through_the_daemon(dagster_
     hold = current_hold(instance)
     assert hold is not None and hold.held and hold.rolled_back_to == seed
     assert hold.reason.startswith(f"auto-rollback: the delivery of {bad[:12]} degraded (")
-    # The rollback's own runs are never rolled back, and exactly one was requested.
+    # Later ticks of the failure sensor request nothing more: exactly one rollback for one failure.
+    finished = instance.get_run_record_by_id(rolled.run_id).end_time
+    wait_for_failure_sensor_tick(instance, after=finished)
     assert len(instance.get_runs(filters=dg.RunsFilter(job_name="rollback"))) == 1
+
+
+def wait_for_failure_sensor_tick(instance: dg.DagsterInstance, *, after: float) -> None:
+    (state,) = [s for s in instance.all_instigator_state() if s.name == "delivery_failure_sensor"]
+    deadline = time.monotonic() + 120
+    while not instance.get_ticks(state.instigator_origin_id, state.selector_id, after=after, limit=1):
+        assert time.monotonic() < deadline, "the failure sensor did not tick again"
+        time.sleep(1)
