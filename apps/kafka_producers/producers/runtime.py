@@ -264,10 +264,11 @@ class App:
         stopper = asyncio.create_task(self.stop.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not stopper:  # a producer ended while nobody asked it to: that is a failure
-                exc = task.exception()
+            # A producer that raised, or ended while nobody asked it to, is a failure. One that ended
+            # because stop was set (it can finish in the same loop iteration as the stopper) is not.
+            if task is not stopper and (task.exception() is not None or not self.stop.is_set()):
                 self.failed.append(tasks[task].case)
-                log.error("producer %s died: %r", tasks[task].case, exc)
+                log.error("producer %s died: %r", tasks[task].case, task.exception())
         self.stop.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for task, result in zip(tasks, results):

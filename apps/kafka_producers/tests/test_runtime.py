@@ -128,6 +128,21 @@ def test_a_dying_producer_stops_the_others_and_fails_the_process():
     assert not any(loop.running for loop in app.loops)
 
 
+def test_a_stop_is_a_clean_exit_even_when_producers_finish_with_the_stopper():
+    # Producers wake on the same stop event as the stopper and often end in the same loop iteration.
+    async def once():
+        FakeProducer.fail_starts, FakeProducer.deliver_error = 0, None
+        cfg = parse_config(["--rate-tfd", "200", "--rate-eta", "200", "--rate-ecci", "200", "--seed", "1"],
+                           {"KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+        app = App(cfg, sink=KafkaSink("k:9092", Metrics(), producer_factory=FakeProducer))
+        task = asyncio.create_task(app.run())
+        await asyncio.sleep(0.02)
+        app.stop.set()
+        return await asyncio.wait_for(task, 10), app.failed
+
+    assert [asyncio.run(once()) for _ in range(30)] == [(0, [])] * 30
+
+
 def test_health_server_serves_health_and_metrics():
     metrics = Metrics()
     metrics.sent.labels("t").inc()
