@@ -57,6 +57,10 @@ class Settings:
     verify_soak: float = 60.0
     verify_interval: float = 10.0
     auto_rollback: bool = False
+    # Seconds between two looks at the branch (the daemon evaluates sensors every 5 s at best).
+    poll_interval: float = 5.0
+    # Images built at the same time when a commit changes several apps.
+    build_concurrency: int = 3
 
     @property
     def cluster_configured(self) -> bool:
@@ -112,6 +116,8 @@ class Settings:
             raise ConfigError("COELHO_VERIFY_QUERIES is set but COELHO_PROMETHEUS_URL is not: the queries need a "
                               "Prometheus to run on")
         auto_rollback = _flag(get, "COELHO_AUTO_ROLLBACK")
+        poll_interval = _seconds(get, "COELHO_POLL_INTERVAL_SECONDS", cls.poll_interval)
+        build_concurrency = _positive_int(get, "COELHO_BUILD_CONCURRENCY", cls.build_concurrency)
         kubeconfig = get("KUBECONFIG")
         if kubeconfig:
             for part in kubeconfig.split(os.pathsep):
@@ -152,7 +158,22 @@ class Settings:
             verify_soak=verify_soak,
             verify_interval=verify_interval,
             auto_rollback=auto_rollback,
+            poll_interval=poll_interval,
+            build_concurrency=build_concurrency,
         )
+
+
+def _positive_int(get: Callable[[str], str | None], name: str, default: int) -> int:
+    text = get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={text!r} is not a whole number of at least 1")
+    return value
 
 
 def _seconds(get: Callable[[str], str | None], name: str, default: float, *, allow_zero: bool = False) -> float:

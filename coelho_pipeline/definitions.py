@@ -20,11 +20,12 @@ from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.images import ImageBuilderResource, RegistryResource
 from coelho_pipeline.resources.notify import NotifierResource
+from coelho_pipeline.resources.storage import ValueStoreResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
 from coelho_pipeline.resources.verify import MetricCheckConfig, VerificationResource
 from coelho_pipeline.runbook_jobs import RUNBOOK_JOBS
 from coelho_pipeline.schedules import drift_check_schedule
-from coelho_pipeline.sensors import delivery_failure_sensor, git_push_sensor
+from coelho_pipeline.sensors import build_git_push_sensor, delivery_failure_sensor
 
 
 def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> dg.Definitions:
@@ -41,9 +42,13 @@ def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> d
         assets=[source_commit, build_image_assets(apps), build_helm_values(apps), manifest_commit, argocd_sync,
                 live_state, rollback_commit, delivery_hold],
         jobs=[deliver_commit, drift_check, rollback, release_hold, *RUNBOOK_JOBS],
-        sensors=[git_push_sensor, delivery_failure_sensor],
+        sensors=[build_git_push_sensor(settings.poll_interval), delivery_failure_sensor],
         schedules=[drift_check_schedule],
+        # One process per run, not per step: a step's start-up (imports, resources) cost seconds each.
+        # Steps keep their own events, logs and retries in the UI.
+        executor=dg.in_process_executor,
         resources={
+            "io_manager": ValueStoreResource(),
             "git": GitResource(
                 url=settings.git_url, branch=settings.git_branch, token=secret["COELHO_GIT_TOKEN"],
                 cache_dir=str(Path(settings.workdir) / "git"),
@@ -55,6 +60,7 @@ def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> d
             ),
             "builder": ImageBuilderResource(
                 build_args=dict(settings.build_args), network_mode=settings.build_network,
+                concurrency=settings.build_concurrency,
                 registry_username=settings.registry_username, registry_password=secret["COELHO_REGISTRY_PASSWORD"],
             ),
             "argocd": ArgoCDResource(

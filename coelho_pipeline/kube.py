@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import urllib3
-from kubernetes.client import ApiException
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiException
 
 
 def api_message(e: ApiException) -> str:

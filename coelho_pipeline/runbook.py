@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import quote
 
 import yaml
-from kubernetes.utils import parse_quantity
 
 from coelho_pipeline.argocd import AppStatus, ArgoCDClient, SyncResult
 from coelho_pipeline.argocd.client import (
@@ -397,6 +396,8 @@ def _same_quantity(a: Any, b: Any) -> bool:
             or not isinstance(b, (str, int, float)):
         return False
     try:
+        from kubernetes.utils import parse_quantity  # only a diff needs it; the package is slow to import
+
         return Decimal(parse_quantity(a)) == Decimal(parse_quantity(b))
     except (ValueError, TypeError, InvalidOperation):
         return False

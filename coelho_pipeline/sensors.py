@@ -30,6 +30,7 @@ from coelho_pipeline.resources.verify import VerificationResource
 
 SKIP_MARKERS = ("[skip ci]", "[ci skip]")
 SENSOR_NAME = "git_push_sensor"
+DEFAULT_POLL_SECONDS = 5.0
 SOURCE_SHA_TAG = "coelho/source-sha"
 REDELIVERY_TAG = "coelho/redelivery"
 
@@ -51,19 +52,32 @@ def is_pipeline_commit(commit: CommitInfo, pipeline_email: str) -> bool:
     return commit.author_email == pipeline_email or any(m in commit.message for m in SKIP_MARKERS)
 
 
-@dg.sensor(job=deliver_commit, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
-def git_push_sensor(context: dg.SensorEvaluationContext, git: GitResource) -> dg.SensorResult | dg.SkipReason:
-    """Watches the branch with ls-remote; delivers the newest new commit, records the ones it supersedes."""
-    # A tick must end well within Dagster's sensor evaluation timeout (60 s), also when the remote
-    # hangs or a delivery holds the cache clone: then the tick is skipped and the next one tries again.
-    remote = replace(git.remote(), network_timeout=SENSOR_GIT_TIMEOUT_SECONDS,
-                     lock_timeout=SENSOR_GIT_TIMEOUT_SECONDS)
-    try:
-        return _tick(context, remote, git.author_email)
-    except GitError as e:
-        if not e.timed_out:  # refused, unknown host, 4xx: a failed tick, red in the UI, tried again next tick
-            raise
-        return dg.SkipReason(f"git did not answer in time, trying again on the next tick: {e}")
+def build_git_push_sensor(poll_interval_seconds: float = DEFAULT_POLL_SECONDS) -> dg.SensorDefinition:
+    """The push sensor, looking at the branch every ``poll_interval_seconds`` (COELHO_POLL_INTERVAL_SECONDS).
+
+    The daemon evaluates sensors at most every 5 s, so a shorter interval gains nothing; the push
+    webhook (coelho webhook) asks for an evaluation at once instead.
+    """
+
+    @dg.sensor(name=SENSOR_NAME, job=deliver_commit, minimum_interval_seconds=max(1, round(poll_interval_seconds)),
+               default_status=dg.DefaultSensorStatus.RUNNING)
+    def git_push_sensor(context: dg.SensorEvaluationContext, git: GitResource) -> dg.SensorResult | dg.SkipReason:
+        """Watches the branch with ls-remote; delivers the newest new commit, records the ones it supersedes."""
+        # A tick must end well within Dagster's sensor evaluation timeout (60 s), also when the remote
+        # hangs or a delivery holds the cache clone: then the tick is skipped and the next one tries again.
+        remote = replace(git.remote(), network_timeout=SENSOR_GIT_TIMEOUT_SECONDS,
+                         lock_timeout=SENSOR_GIT_TIMEOUT_SECONDS)
+        try:
+            return _tick(context, remote, git.author_email)
+        except GitError as e:
+            if not e.timed_out:  # refused, unknown host, 4xx: a failed tick, red in the UI, tried again next tick
+                raise
+            return dg.SkipReason(f"git did not answer in time, trying again on the next tick: {e}")
+
+    return git_push_sensor
+
+
+git_push_sensor = build_git_push_sensor()
 
 
 def _tick(context: dg.SensorEvaluationContext, remote: GitRemote,

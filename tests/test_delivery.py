@@ -81,17 +81,44 @@ def test_fastapi_change_builds_one_image_and_commits_one_tag_line(pipeline: Pipe
     assert before != log[0][0]
 
 
-def test_docs_only_push_builds_nothing_and_commits_nothing(pipeline: Pipeline) -> None:
+def _skipped_steps(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_SKIPPED}
+
+
+def test_docs_only_push_is_a_no_op_after_its_first_step(pipeline: Pipeline) -> None:
     assert pipeline.deliver(pipeline.repo.head()).success
     docs = pipeline.repo.push({"README.md": "# COELHO RealTime\n\nMore docs.\n"}, "Docs only")
 
     result = pipeline.deliver(docs)
 
     assert result.success
-    assert rebuilt(result) == []
+    # Nothing built, rendered, committed or synced: every step after source_commit is skipped.
+    assert materializations(result) == {}
+    assert _skipped_steps(result) == {"images", "helm_values", "manifest_commit", "argocd_sync"}
     assert pipeline.repo.head() == docs  # no manifest commit on top
-    manifest = materializations(result)["manifest_commit"]
-    assert manifest["created"] is False and manifest["commit"] == docs
+    observation = pipeline.instance.fetch_observations(dg.AssetKey("source_commit"), limit=1).records[0]
+    assert observation.partition_key == docs
+    assert "no app changed" in observation.asset_observation.metadata["nothing_to_deliver"].value
+
+
+@pytest.mark.parametrize("change", [
+    {"k3d/helm/templates/extra.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n"},
+    None,  # a human edit of values.yaml itself (a replica count): also a change to deliver
+], ids=["chart-template", "values-edit"])
+def test_a_chart_or_values_change_without_an_app_change_is_delivered(pipeline: Pipeline, change) -> None:
+    seed = pipeline.repo.head()
+    assert pipeline.deliver(seed).success
+    services.git("pull", "-q", "--ff-only", "origin", pipeline.repo.branch, cwd=pipeline.repo.clone)
+    if change is None:
+        values = (pipeline.repo.clone / "k3d/helm/values.yaml").read_text()
+        change = {"k3d/helm/values.yaml": values + "\nextraNote: edited by hand\n"}
+    sha = pipeline.repo.push(change, "Chart only")
+
+    result = pipeline.deliver(sha)
+
+    assert result.success
+    assert rebuilt(result) == []
+    assert "helm_values" in materializations(result) and not _skipped_steps(result)
 
 
 def test_rerun_for_the_same_commit_makes_no_second_commit(pipeline: Pipeline) -> None:

@@ -20,13 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 import yaml
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client import ApiException, AppsV1Api, CustomObjectsApi
 
 from coelho_pipeline.argocd.errors import (
     ApplicationNotFound,
@@ -39,6 +36,9 @@ from coelho_pipeline.argocd.errors import (
 from coelho_pipeline.argocd.status import REFRESH_ANNOTATION, AppStatus, SyncResult, _fmt, parse_timestamp
 from coelho_pipeline.argocd.verdict import Acceptance, Verdict, assess
 from coelho_pipeline.kube import api_message, first_line, timeout_cause, timeout_phase
+
+if TYPE_CHECKING:  # the kubernetes package takes ~0.4 s to import: loaded when a client is made
+    from kubernetes.client import ApiClient, ApiException, AppsV1Api, CustomObjectsApi
 
 GROUP = "argoproj.io"
 VERSION = "v1alpha1"
@@ -104,6 +104,9 @@ class ArgoCDClient:
             KubeconfigError: the file is unreadable, not YAML, defines no cluster, or names no
                 usable context; the message names the path (never the file's content).
         """
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+
         configuration = k8s_client.Configuration()
         in_cluster = not kubeconfig and not context and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         qualified = f"{namespace}/{app_name}"
@@ -138,8 +141,8 @@ class ArgoCDClient:
         configuration.retries = False
         api_client = k8s_client.ApiClient(configuration)
         return cls(
-            custom_api=CustomObjectsApi(api_client),
-            apps_api=AppsV1Api(api_client),
+            custom_api=k8s_client.CustomObjectsApi(api_client),
+            apps_api=k8s_client.AppsV1Api(api_client),
             app_name=app_name,
             namespace=namespace,
             request_timeout=request_timeout,
@@ -148,7 +151,7 @@ class ArgoCDClient:
     # -- context ---------------------------------------------------------------------------
 
     @property
-    def api_client(self) -> k8s_client.ApiClient:
+    def api_client(self) -> ApiClient:
         """The Kubernetes API connection, for readers of other objects (the rollout's Deployments)."""
         return self._apps.api_client
 
@@ -497,6 +500,8 @@ class ArgoCDClient:
         not_found_is_app: bool = True,
         purpose: str | None = None,
     ) -> Any:
+        from kubernetes.client import ApiException
+
         ns = namespace or self.namespace
         try:
             return fn()

@@ -1,6 +1,8 @@
 """One image asset per app, tagged with the source commit SHA; unchanged apps keep their image."""
 
+import queue
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import dagster as dg
 
@@ -9,7 +11,7 @@ from coelho_pipeline.domain import ImageRef, SourceCommit
 from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.git import GitResource
-from coelho_pipeline.resources.images import ImageBuilderResource, RegistryResource
+from coelho_pipeline.resources.images import BuiltImage, ImageBuilderResource, RegistryResource
 
 
 def image_key(app: App) -> dg.AssetKey:
@@ -41,6 +43,7 @@ def build_image_assets(apps: Sequence[App]) -> dg.AssetsDefinition:
         registry: RegistryResource,
     ) -> Iterator[dg.Output[ImageRef]]:
         reg = registry.registry()
+        to_build: list[tuple[App, str, str]] = []  # (app, repository, why)
         for app in apps:
             if image_key(app) not in context.selected_asset_keys:
                 continue
@@ -55,26 +58,79 @@ def build_image_assets(apps: Sequence[App]) -> dg.AssetsDefinition:
                     yield _output(app, ref)
                     continue
                 existing = reg.digest(repository, source_commit.sha)
-                if existing:
-                    # Tags are immutable commit SHAs: an earlier run already pushed this exact image.
-                    yield _output(app, ImageRef(app.name, repository, source_commit.sha, existing, rebuilt=False,
-                                                new_tag=True,
-                                                reason=f"{plan.reason}; already in the registry from an earlier run"))
-                    continue
-                context.log.info(f"{app.name}: building {repository}:{source_commit.sha} ({plan.reason})")
-                built = builder.builder().build_and_push(
-                    context_tar=git.remote().archive(source_commit.sha, app.context),
-                    repository=repository, tag=source_commit.sha,
-                    log=lambda lines, name=app.name: context.log.info(
-                        "\n".join(f"[{name}] {line}" for line in lines.splitlines())),
-                )
             except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
                 raise failure(e, context=f"image of {app.context} at {source_commit.sha[:12]}") from e
-            ref = ImageRef(app.name, repository, source_commit.sha, built.digest, rebuilt=True, new_tag=True,
-                           reason=plan.reason)
-            yield _output(app, ref, image_id=built.image_id)
+            if existing:
+                # Tags are immutable commit SHAs: an earlier run already pushed this exact image.
+                yield _output(app, ImageRef(app.name, repository, source_commit.sha, existing, rebuilt=False,
+                                            new_tag=True,
+                                            reason=f"{plan.reason}; already in the registry from an earlier run"))
+                continue
+            to_build.append((app, repository, plan.reason))
+        yield from _build_all(context, to_build, source_commit.sha, git, builder)
 
     return images
+
+
+def _build_all(context: dg.AssetExecutionContext, to_build: Sequence[tuple[App, str, str]], sha: str,
+               git: GitResource, builder: ImageBuilderResource) -> Iterator[dg.Output[ImageRef]]:
+    """Builds and pushes the apps side by side, at most ``builder.concurrency`` at a time.
+
+    Only this thread writes to Dagster: the build threads hand their log lines over a queue, which
+    is drained while they run, so every line still reaches the step's log as it happens.
+    """
+    if not to_build:
+        return
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    remote = git.remote()
+    # Archives first, one at a time: the git cache clone is not shared across threads.
+    contexts = {}
+    for app, _, _ in to_build:
+        try:
+            contexts[app.name] = remote.archive(sha, app.context)
+        except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
+            raise failure(e, context=f"image of {app.context} at {sha[:12]}") from e
+
+    def build(app: App, repository: str) -> BuiltImage:
+        with builder.own_builder() as own:
+            return own.build_and_push(
+                context_tar=contexts[app.name], repository=repository, tag=sha,
+                log=lambda text: lines.put("\n".join(f"[{app.name}] {line}" for line in text.splitlines())))
+
+    def drain() -> None:
+        while True:
+            try:
+                context.log.info(lines.get_nowait())
+            except queue.Empty:
+                return
+
+    workers = max(1, min(builder.concurrency, len(to_build)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-build") as pool:
+        futures = {}
+        for app, repository, why in to_build:
+            context.log.info(f"{app.name}: building {repository}:{sha} ({why})")
+            futures[pool.submit(build, app, repository)] = (app, repository, why)
+        pending = set(futures)
+        failed: list[tuple[App, BaseException]] = []
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            drain()
+            for future in done:
+                app, repository, why = futures[future]
+                error = future.exception()
+                if error is not None:
+                    failed.append((app, error))
+                    continue
+                built = future.result()
+                ref = ImageRef(app.name, repository, sha, built.digest, rebuilt=True, new_tag=True, reason=why)
+                yield _output(app, ref, image_id=built.image_id)
+        drain()
+    if failed:
+        # Every other build finished (and was recorded); the first failure fails the step, the rest are logged.
+        for app, error in failed[1:]:
+            context.log.error(f"{app.name}: {error}")
+        app, error = failed[0]
+        raise failure(error, context=f"image of {app.context} at {sha[:12]}") from error
 
 
 def _output(app: App, ref: ImageRef, **extra: object) -> dg.Output[ImageRef]:

@@ -1,9 +1,11 @@
 """The commit being delivered, and what its delivery has to rebuild."""
 
 import re
+from collections.abc import Iterator
 
 import dagster as dg
 
+from coelho_pipeline.delivery.coalesce import newer_queued_delivery, unchanged_delivery
 from coelho_pipeline.delivery.plan import check_writable, plan_app
 from coelho_pipeline.delivery.values_file import read_values
 from coelho_pipeline.domain import AppPlan, SourceCommit
@@ -18,19 +20,26 @@ from coelho_pipeline.values import read_scalar
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
-@dg.asset(partitions_def=source_commits, group_name="delivery", kinds={"git"}, retry_policy=RETRY_POLICY)
+# output_required=False: a delivery with nothing to do yields no value, and Dagster skips every
+# step after this one (the run still succeeds) instead of building, rendering and syncing for nothing.
+@dg.asset(partitions_def=source_commits, group_name="delivery", kinds={"git"}, retry_policy=RETRY_POLICY,
+          output_required=False)
 def source_commit(
     context: dg.AssetExecutionContext,
     git: GitResource,
     registry: RegistryResource,
     target: DeliveryTargetResource,
-) -> dg.Output[SourceCommit]:
+) -> Iterator[dg.Output[SourceCommit] | dg.AssetObservation]:
     """The pushed commit (author, message, time) and, per app, whether it must be rebuilt.
 
     The plan is the commit's own: an app is rebuilt when files under ``apps/<app>/`` differ between
     the commit its tag in this commit's values.yaml names (the delivery before it) and this commit,
     or when that image is not in the registry. Before anything is built, values.yaml at the branch
     tip must be writable: every app's repository and tag keys exist as plain, unaliased scalars.
+
+    The rest of the delivery is skipped when it would change nothing (no image, no chart file
+    changed: a docs-only commit), or when this is an automatic delivery and one of a newer commit
+    is already queued (a burst of pushes): that one delivers this commit's changes too.
     """
     sha = _partition_sha(context)
     refuse_if_held(context.instance, sha)
@@ -44,8 +53,14 @@ def source_commit(
             raise dg.Failure(f"commit {sha} is no longer on {remote.branch} (tip {tip[:12]}); not delivered",
                              allow_retries=False)
         info = remote.commit_info(sha)
-        check_writable(read_values(remote, tip, target.values_path), target.catalog(),
-                       source=f"{target.values_path} (at {tip[:12]})", registry=reg)
+        newer = newer_queued_delivery(context.instance, context.run, sha, remote)
+        if newer is not None:
+            yield _nothing_to_deliver(context, sha, f"superseded: run {newer} delivers a newer commit that "
+                                                    "contains this one", superseded_by_run=newer)
+            return
+        tip_values = read_values(remote, tip, target.values_path)
+        tip_source = f"{target.values_path} (at {tip[:12]})"
+        check_writable(tip_values, target.catalog(), source=tip_source, registry=reg)
         own_values = read_values(remote, sha, target.values_path)
         plans = []
         for app in target.catalog():
@@ -53,12 +68,17 @@ def source_commit(
                 raise dg.Failure(f"{app.context}/Dockerfile does not exist at commit {sha}", allow_retries=False)
             deployed = read_scalar(own_values, app.tag_path, source=target.values_path)
             plans.append(plan_app(app, sha=sha, deployed_tag=deployed, remote=remote, registry=reg))
+        unchanged = unchanged_delivery(plans, target.catalog(), sha=sha, tip_values=tip_values,
+                                       values_source=tip_source, chart_path=target.chart_path, remote=remote)
     except dg.Failure:
         raise
     except Exception as e:  # noqa: BLE001 - every error is classified once, in errors.failure
         raise failure(e) from e
+    if unchanged is not None:
+        yield _nothing_to_deliver(context, sha, unchanged, plan=_plan_table(plans))
+        return
     result = SourceCommit(commit=info, branch_tip=tip, plans=tuple(plans))
-    return dg.Output(
+    yield dg.Output(
         result,
         metadata={
             "sha": sha,
@@ -70,6 +90,15 @@ def source_commit(
             "branch_head": tip,
         },
     )
+
+
+def _nothing_to_deliver(context: dg.AssetExecutionContext, sha: str, reason: str,
+                        **metadata: str) -> dg.AssetObservation:
+    context.log.info(f"{sha[:12]}: nothing to deliver ({reason}); the remaining steps are skipped")
+    return dg.AssetObservation(asset_key="source_commit", partition=sha, metadata={
+        "nothing_to_deliver": reason,
+        **{k: dg.MetadataValue.md(v) if k == "plan" else v for k, v in metadata.items()},
+    })
 
 
 def _partition_sha(context: dg.AssetExecutionContext) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import shlex
+import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -105,6 +108,58 @@ class _LogBatcher:
         self.flush()
 
 
+# Arguments every build accepts without an ARG line (the engine's proxy settings).
+_PREDEFINED_ARGS = frozenset(
+    name for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY") for name in (proxy, proxy.lower())
+)
+
+
+def declared_build_args(dockerfile: str) -> frozenset[str]:
+    """The names the Dockerfile's ARG instructions declare (every stage, defaults or not)."""
+    names: set[str] = set()
+    logical = ""
+    for raw in dockerfile.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):  # also inside a continued instruction, as the engine reads it
+            continue
+        if line.endswith("\\"):  # a continued instruction
+            logical += line[:-1] + " "
+            continue
+        logical += line
+        instruction, _, rest = logical.partition(" ")
+        logical = ""
+        if instruction.upper() == "ARG":
+            try:
+                words = shlex.split(rest)  # a default may be quoted: ARG B="two words"
+            except ValueError:
+                words = rest.split()
+            names.update(word.split("=", 1)[0] for word in words)
+    return frozenset(names)
+
+
+def dockerfile_of(context_tar: bytes, path: str = "Dockerfile") -> str | None:
+    """The Dockerfile inside a build context tar, or None when it has none."""
+    with tarfile.open(fileobj=io.BytesIO(context_tar)) as tar:
+        for name in (path, f"./{path}"):
+            try:
+                member = tar.getmember(name)
+            except KeyError:
+                continue
+            data = tar.extractfile(member)
+            return data.read().decode("utf-8", errors="replace") if data else None
+    return None
+
+
+def args_for(context_tar: bytes, build_args: Mapping[str, str]) -> dict[str, str]:
+    """Only the build arguments the context's Dockerfile declares: the engine warns about every other
+    one in the build log, and an app should not see settings meant for another."""
+    dockerfile = dockerfile_of(context_tar)
+    if dockerfile is None:
+        return dict(build_args)  # the engine reports the missing Dockerfile itself
+    wanted = declared_build_args(dockerfile) | _PREDEFINED_ARGS
+    return {name: value for name, value in build_args.items() if name in wanted}
+
+
 _MANIFEST_TYPES = ", ".join([
     # Without these the registry answers with a schema1 manifest whose digest differs from the pushed one.
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -144,7 +199,7 @@ class ImageBuilder:
         try:
             stream = self.api.build(
                 fileobj=io.BytesIO(context_tar), custom_context=True, tag=ref, rm=True, forcerm=True,
-                decode=True, buildargs=dict(self.build_args), network_mode=self.network_mode,
+                decode=True, buildargs=args_for(context_tar, self.build_args), network_mode=self.network_mode,
                 # build() alone defaults to no timeout at all; every other SDK call uses the client's.
                 timeout=self.api.timeout,
             )
@@ -321,8 +376,20 @@ class ImageBuilderResource(dg.ConfigurableResource):
 
     # Read timeout of the engine's API: a build step may print nothing for this long.
     timeout_seconds: float = 600.0
+    # Images built side by side when one commit changes several apps (COELHO_BUILD_CONCURRENCY).
+    concurrency: int = 3
 
     _api: docker.APIClient | None = PrivateAttr(default=None)
+
+    @contextlib.contextmanager
+    def own_builder(self) -> Iterator[ImageBuilder]:
+        """A builder on a client of its own, closed afterwards: builds that run side by side in threads
+        must not share one HTTP connection pool."""
+        api = self._connect()
+        try:
+            yield self._builder_on(api)
+        finally:
+            api.close()
 
     def builder(self) -> ImageBuilder:
         """A builder on a client that answers now: the cached one, or a new one when the engine restarted
@@ -331,21 +398,27 @@ class ImageBuilderResource(dg.ConfigurableResource):
             self._api.close()
             self._api = None
         if self._api is None:
-            api = None
-            try:
-                api = docker.from_env(timeout=self.timeout_seconds).api
-                api.ping()
-            except (DockerException, *_ENGINE_GONE) as e:
-                if api is not None:
-                    api.close()
-                kind = "timed out" if _is_timeout(e) else "is unreachable"
-                raise ImageError(f"the Docker engine ({docker_host()}) {kind}: "
-                                 f"{type(e).__name__}: {e}", transient=True) from e
-            self._api = api
+            self._api = self._connect()
+        return self._builder_on(self._api)
+
+    def _connect(self) -> docker.APIClient:
+        api = None
+        try:
+            api = docker.from_env(timeout=self.timeout_seconds).api
+            api.ping()
+        except (DockerException, *_ENGINE_GONE) as e:
+            if api is not None:
+                api.close()
+            kind = "timed out" if _is_timeout(e) else "is unreachable"
+            raise ImageError(f"the Docker engine ({docker_host()}) {kind}: "
+                             f"{type(e).__name__}: {e}", transient=True) from e
+        return api
+
+    def _builder_on(self, api: docker.APIClient) -> ImageBuilder:
         auth = None
         if self.registry_username and self.registry_password:
             auth = {"username": self.registry_username, "password": self.registry_password}
-        return ImageBuilder(api=self._api, build_args=self.build_args, network_mode=self.network_mode, auth=auth)
+        return ImageBuilder(api=api, build_args=self.build_args, network_mode=self.network_mode, auth=auth)
 
 
 def _answers(api: docker.APIClient) -> bool:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
-from kubernetes.client import ApiClient, ApiException, AppsV1Api, CoreV1Api
 
 from coelho_pipeline.errors import PipelineError, http_status_is_transient
 from coelho_pipeline.kube import api_message, first_line, timeout_cause, timeout_phase
+
+if TYPE_CHECKING:  # imported where a reader is made: most processes never need the kubernetes package
+    from kubernetes.client import ApiClient
 
 
 class WorkloadError(PipelineError):
@@ -78,6 +80,8 @@ class WorkloadReader:
     """Reads Deployments and Pods; every request carries ``request_timeout`` ``(connect, read)``."""
 
     def __init__(self, api_client: ApiClient, *, request_timeout: tuple[float, float]) -> None:
+        from kubernetes.client import AppsV1Api, CoreV1Api
+
         self._apps = AppsV1Api(api_client)
         self._core = CoreV1Api(api_client)
         self.request_timeout = request_timeout
@@ -107,6 +111,8 @@ class WorkloadReader:
         return tuple(sorted(counts, key=lambda c: c.ref))
 
     def _call(self, verb: str, what: str, fn: Callable[[], Any]) -> Any:
+        from kubernetes.client import ApiException
+
         try:
             return fn()
         except ApiException as e:

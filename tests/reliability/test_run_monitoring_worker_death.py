@@ -1,5 +1,5 @@
 """Case 6 (run monitoring) and 7 (run retries), through the real daemon: the run worker of a delivery
-dies (SIGKILL, by PID, with its step processes) while manifest_commit holds the writer slot and is
+dies (SIGKILL, by PID, with the git processes it started) while manifest_commit holds the writer slot and is
 about to push. The run is marked failed within seconds, the delivery queued behind it proceeds (the
 `coelho/manifest-writer` run slot and the `git_manifest` pool slot are both given back), nothing was
 half-pushed, and Dagster's run retry delivers the killed commit afterwards: nothing is lost.
@@ -115,7 +115,8 @@ def test_a_dead_run_worker_frees_the_writer_slot_and_its_commit_is_retried(dagst
 
     worker = _worker_pid(instance, first.run_id)
     tree = [worker, *_descendants(worker)]
-    assert len(tree) > 1, "expected step processes under the run worker"
+    # The steps run inside the worker (in-process executor); the held `git push` is its child.
+    assert len(tree) > 1, "expected the held git push under the run worker"
     for pid in tree:  # the worker first, so it cannot react; then what it had started
         try:
             os.kill(pid, signal.SIGKILL)
