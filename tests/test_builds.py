@@ -131,3 +131,24 @@ def test_a_failed_build_keeps_the_images_built_beside_it(pipeline: Pipeline) -> 
     assert sorted(built) == ["image/fastapi", "image/kafka_producers"]
     assert all(md["rebuilt"] for md in built.values())
     assert pipeline.repo.head() == broken  # nothing was committed
+
+
+@pytest.mark.docker
+def test_an_engine_without_the_previous_image_pulls_it_as_the_cache_source(pipeline: Pipeline, docker_client) -> None:
+    # An app whose slow part (a RUN) comes before its code: only the COPY layer should change.
+    dockerfile = "ARG PYTHON_IMAGE\nFROM ${PYTHON_IMAGE}\nRUN echo built once > /layer\nCOPY . /srv\n"
+    first = pipeline.repo.push({"apps/fastapi/Dockerfile": dockerfile}, "FastAPI: a RUN layer")
+    assert pipeline.deliver(first).success
+    previous = f"{pipeline.settings.registry}/fastapi:{first}"
+    # As on a new engine (a build pod): neither the image nor its layers are on this engine any more.
+    docker_client.images.remove(previous, force=True)
+    docker_client.api.prune_builds()
+
+    change = pipeline.repo.push({"apps/fastapi/main.py": "print('only the code changed')\n"}, "FastAPI: code")
+    result = pipeline.deliver(change)
+
+    assert result.success
+    log = _log_text(pipeline, result.run_id)
+    assert f"pulled {previous} as the cache source of this build" in log
+    run_step = log.split("RUN echo built once > /layer", 1)[1]
+    assert run_step.split("Step", 1)[0].count("Using cache") == 1, run_step[:400]

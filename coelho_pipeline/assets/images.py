@@ -7,7 +7,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 import dagster as dg
 
 from coelho_pipeline.catalog import App
-from coelho_pipeline.domain import ImageRef, SourceCommit
+from coelho_pipeline.delivery.plan import is_full_sha
+from coelho_pipeline.domain import AppPlan, ImageRef, SourceCommit
 from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.partitions import source_commits
 from coelho_pipeline.resources.git import GitResource
@@ -43,7 +44,7 @@ def build_image_assets(apps: Sequence[App]) -> dg.AssetsDefinition:
         registry: RegistryResource,
     ) -> Iterator[dg.Output[ImageRef]]:
         reg = registry.registry()
-        to_build: list[tuple[App, str, str]] = []  # (app, repository, why)
+        to_build: list[tuple[App, str, AppPlan]] = []
         for app in apps:
             if image_key(app) not in context.selected_asset_keys:
                 continue
@@ -66,13 +67,13 @@ def build_image_assets(apps: Sequence[App]) -> dg.AssetsDefinition:
                                             new_tag=True,
                                             reason=f"{plan.reason}; already in the registry from an earlier run"))
                 continue
-            to_build.append((app, repository, plan.reason))
+            to_build.append((app, repository, plan))
         yield from _build_all(context, to_build, source_commit.sha, git, builder)
 
     return images
 
 
-def _build_all(context: dg.AssetExecutionContext, to_build: Sequence[tuple[App, str, str]], sha: str,
+def _build_all(context: dg.AssetExecutionContext, to_build: Sequence[tuple[App, str, AppPlan]], sha: str,
                git: GitResource, builder: ImageBuilderResource) -> Iterator[dg.Output[ImageRef]]:
     """Builds and pushes the apps side by side, at most ``builder.concurrency`` at a time.
 
@@ -91,10 +92,13 @@ def _build_all(context: dg.AssetExecutionContext, to_build: Sequence[tuple[App, 
         except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
             raise failure(e, context=f"image of {app.context} at {sha[:12]}") from e
 
-    def build(app: App, repository: str) -> BuiltImage:
+    def build(app: App, repository: str, plan: AppPlan) -> BuiltImage:
+        # The image it replaces is the cache source, if it is in this registry (is_full_sha: not "latest").
+        previous = plan.deployed_tag if plan.deployed_tag and is_full_sha(plan.deployed_tag) \
+            and plan.repository == repository else None
         with builder.own_builder() as own:
             return own.build_and_push(
-                context_tar=contexts[app.name], repository=repository, tag=sha,
+                context_tar=contexts[app.name], repository=repository, tag=sha, previous_tag=previous,
                 log=lambda text: lines.put("\n".join(f"[{app.name}] {line}" for line in text.splitlines())))
 
     def drain() -> None:
@@ -107,9 +111,9 @@ def _build_all(context: dg.AssetExecutionContext, to_build: Sequence[tuple[App, 
     workers = max(1, min(builder.concurrency, len(to_build)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-build") as pool:
         futures = {}
-        for app, repository, why in to_build:
-            context.log.info(f"{app.name}: building {repository}:{sha} ({why})")
-            futures[pool.submit(build, app, repository)] = (app, repository, why)
+        for app, repository, plan in to_build:
+            context.log.info(f"{app.name}: building {repository}:{sha} ({plan.reason})")
+            futures[pool.submit(build, app, repository, plan)] = (app, repository, plan.reason)
         pending = set(futures)
         failed: list[tuple[App, BaseException]] = []
         while pending:

@@ -190,16 +190,23 @@ class ImageBuilder:
     log_batch_seconds: float = 2.0
 
     def build_and_push(self, *, context_tar: bytes, repository: str, tag: str,
-                       log: Callable[[str], None]) -> BuiltImage:
+                       log: Callable[[str], None], previous_tag: str | None = None) -> BuiltImage:
         """``log`` receives the build output as batches of lines (one string, newline-separated), at most
-        ``log_batch_lines`` lines or ``log_batch_seconds`` apart, and the rest at the end."""
+        ``log_batch_lines`` lines or ``log_batch_seconds`` apart, and the rest at the end.
+
+        ``previous_tag``: the image this one replaces. When the engine does not hold it (a new or
+        pruned engine, a build pod), it is pulled and offered as a cache source, so the layers
+        before the first changed instruction are reused rather than rebuilt.
+        """
         ref = f"{repository}:{tag}"
         image_id = None
         batch = _LogBatcher(log, self.log_batch_lines, self.log_batch_seconds)
+        cache_from = self._cache_source(repository, previous_tag, log) if previous_tag else None
         try:
             stream = self.api.build(
                 fileobj=io.BytesIO(context_tar), custom_context=True, tag=ref, rm=True, forcerm=True,
                 decode=True, buildargs=args_for(context_tar, self.build_args), network_mode=self.network_mode,
+                cache_from=cache_from,
                 # build() alone defaults to no timeout at all; every other SDK call uses the client's.
                 timeout=self.api.timeout,
             )
@@ -242,6 +249,28 @@ class ImageBuilder:
         if not digest:
             raise ImageError(f"push of {ref} reported no digest")
         return BuiltImage(ref=ref, image_id=image_id, digest=digest, log_lines=batch.lines)
+
+    def _cache_source(self, repository: str, previous_tag: str, log: Callable[[str], None]) -> list[str] | None:
+        """[previous image] when it had to be pulled; None when the engine holds it already (its own
+        layer cache then applies) or it cannot be had (the build simply starts from scratch)."""
+        previous = f"{repository}:{previous_tag}"
+        try:
+            self.api.inspect_image(previous)
+            return None
+        except APIError as e:
+            if e.status_code != 404:
+                return None
+        try:
+            for event in self.api.pull(repository, tag=previous_tag, stream=True, decode=True,
+                                       auth_config=dict(self.auth) if self.auth else None):
+                if "error" in event:
+                    log(f"cache source {previous} not pulled ({event['error'].strip()}): building without it")
+                    return None
+        except (DockerException, *_ENGINE_GONE) as e:
+            log(f"cache source {previous} not pulled ({type(e).__name__}): building without it")
+            return None
+        log(f"pulled {previous} as the cache source of this build")
+        return [previous]
 
     def _engine_error(self, what: str, error: BaseException) -> ImageError:
         if _is_timeout(error):
