@@ -262,21 +262,21 @@ def main(rounds: int) -> None:
         prefix = f"127.0.0.1:{port}/coelho"
         repo = make_source_repo(GitServer(tmp / "git", git_port))
 
-        # The raw side's own clone and branch: its pushes must not move the branch the pipeline reads.
-        raw_clone = tmp / "raw-clone"
-        services.git("clone", "-q", repo.url, str(raw_clone), cwd=tmp)
-        services.git("checkout", "-q", "-b", RAW_BRANCH, cwd=raw_clone)
-        services.git("push", "-q", "origin", f"HEAD:refs/heads/{RAW_BRANCH}", cwd=raw_clone)
-        application = (raw_clone / "k3d" / "argocd" / "application.yaml").read_text()
-        raw = RawWork(api=client.api, source=repo, clone=raw_clone, repository=f"{prefix}/fastapi",
-                      build_args=BASE_IMAGES, overrides=argocd_helm_overrides(application))
-
         with dg.instance_for_test() as instance:
             pipeline = Pipeline(repo, settings_for(repo, prefix, tmp / "work", BASE_IMAGES), instance)
             # Warm-up, untimed: the seed builds all three images, and the raw side loads helm_python,
             # opens its docker connection and pushes the base layers once, as the pipeline just did.
             _, refs = deliver(pipeline, repo.head(), expect_rebuilt={"fastapi", "kafka_producers", "sveltekit"})
             pushed += refs
+            # The raw side's own clone and branch, from the delivered head (its values.yaml names this
+            # registry): its pushes must not move the branch the pipeline reads.
+            raw_clone = tmp / "raw-clone"
+            services.git("clone", "-q", repo.url, str(raw_clone), cwd=tmp)
+            services.git("checkout", "-q", "-b", RAW_BRANCH, cwd=raw_clone)
+            services.git("push", "-q", "origin", f"HEAD:refs/heads/{RAW_BRANCH}", cwd=raw_clone)
+            application = (raw_clone / "k3d" / "argocd" / "application.yaml").read_text()
+            raw = RawWork(api=client.api, source=repo, clone=raw_clone, repository=f"{prefix}/fastapi",
+                          build_args=BASE_IMAGES, overrides=argocd_helm_overrides(application))
             raw.round(repo.head(), "raw-warmup")
 
             pipe_rounds: list[PipelineRound] = []

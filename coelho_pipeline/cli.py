@@ -8,6 +8,9 @@ from the step's output metadata, or the step's error.
 
 Exit status: 0 done; 1 ``diff`` found differences (as ``argocd app diff`` does); 2 the run failed,
 timed out, or the webserver could not be used.
+
+``coelho webhook`` is the other kind of command: a long-running receiver of push events that has
+the push sensor evaluated at once (coelho_pipeline.webhook).
 """
 
 from __future__ import annotations
@@ -300,11 +303,22 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", help="why; recorded with the hold")
     release = sub.add_parser("release", help="lift the hold; the newest commit is delivered")
     release.add_argument("--reason", help="why; recorded with the release")
+    webhook = sub.add_parser("webhook", help="receive GitLab/GitHub push events and start the delivery at once "
+                             "(secret in $COELHO_WEBHOOK_SECRET)")
+    webhook.add_argument("--listen", metavar="HOST:PORT",
+                         help="where to listen (default $COELHO_WEBHOOK_LISTEN or 127.0.0.1:3071)")
+    # Its own dest: a subcommand's default would overwrite the top-level --url.
+    webhook.add_argument("--url", dest="webhook_url", metavar="DAGSTER_URL",
+                         help=f"the Dagster webserver (default ${URL_ENV} or {DEFAULT_URL})")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "webhook":
+        from coelho_pipeline import webhook  # imports this module
+
+        return webhook.main(listen=args.listen, url=args.webhook_url or args.url)
     if args.timeout <= 0:
         print("coelho: --timeout must be positive", file=sys.stderr)
         return EXIT_ERROR

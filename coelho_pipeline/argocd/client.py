@@ -260,7 +260,7 @@ class ArgoCDClient:
         self._patch(body, purpose="request a refresh")
         self._log.debug("Application %s: %s refresh requested", self.qualified_name, "hard" if hard else "normal")
 
-    def refresh_and_read(self, *, hard: bool = False, timeout: float = 60.0, poll_interval: float = 1.0) -> AppStatus:
+    def refresh_and_read(self, *, hard: bool = False, timeout: float = 60.0, poll_interval: float = 0.25) -> AppStatus:
         """Request a refresh and return the status of the comparison it produced.
 
         A sync/drift verdict is only as fresh as ``reconciledAt``. Done = Argo CD removed the
@@ -300,7 +300,7 @@ class ArgoCDClient:
         initiated_by: str = "coelho-pipeline",
         info: Mapping[str, str] = {},  # noqa: B006 - read only
         timeout: float = 300.0,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.5,
         force: bool = False,
     ) -> None:
         """Request a sync of ``revision`` through the ``operation`` field, the way the Argo CD CLI does.
@@ -346,7 +346,7 @@ class ArgoCDClient:
         *,
         revision: str,
         timeout: float,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.5,
         accepts: Acceptance | None = None,
     ) -> SyncResult:
         """Poll until the Application is Synced and Healthy at ``revision``.
