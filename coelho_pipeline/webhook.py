@@ -636,6 +636,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, answer: Answer) -> None:
         payload = json.dumps(answer.body).encode("utf-8") + b"\n"
+        # Logged before answering, so whoever has the answer can already read what was done.
+        if answer.log:
+            self.server.log(answer.log)
         try:
             self.send_response(answer.status)
             if answer.status == 405:
@@ -645,9 +648,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
         except (ConnectionError, TimeoutError):
-            pass  # the sender gave up; the log line below still tells what happened
-        if answer.log:
-            self.server.log(answer.log)
+            pass  # the sender gave up; the log line above still tells what happened
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         # The one line per event is written by _send; http.server's access log would repeat it.
