@@ -30,7 +30,7 @@ from coelho_pipeline.resources.verify import VerificationResource
 
 SKIP_MARKERS = ("[skip ci]", "[ci skip]")
 SENSOR_NAME = "git_push_sensor"
-DEFAULT_POLL_SECONDS = 5.0
+DEFAULT_POLL_SECONDS = 4.0  # see Settings.poll_interval
 SOURCE_SHA_TAG = "coelho/source-sha"
 REDELIVERY_TAG = "coelho/redelivery"
 

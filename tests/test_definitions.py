@@ -73,3 +73,14 @@ def test_a_missing_variable_stops_the_load_naming_it(monkeypatch, tmp_path) -> N
     monkeypatch.delenv("COELHO_GIT_URL", raising=False)
     with pytest.raises(ConfigError, match="COELHO_GIT_URL"):
         definitions.defs()
+
+
+@pytest.mark.parametrize(("env", "seconds"), [({}, 4), ({"COELHO_POLL_INTERVAL_SECONDS": "30"}, 30)])
+def test_the_push_sensor_ticks_every_daemon_loop_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                            env: dict[str, str], seconds: int) -> None:
+    # The daemon's sensor loop comes round every 5 s: a 5 s interval would skip a round now and then.
+    for name, value in {"COELHO_GIT_URL": "git://127.0.0.1:9418/coelho-realtime.git", "DAGSTER_HOME": str(tmp_path),
+                        **env}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(REPO_ROOT)
+    assert definitions.defs().get_sensor_def("git_push_sensor").minimum_interval_seconds == seconds

@@ -35,6 +35,13 @@ class FakeWorkloads:
         self.clock, self.timeline, self.rate = clock, timeline, restarts_per_second
         self.failing_reads, self.reads = failing_reads, 0
 
+    def deployments(self, refs):
+        return tuple(self.deployment(namespace, name) for namespace, name in refs)
+
+    def container_restarts(self, deployments):
+        return {d.ref: self.restarts(d) for d in deployments}
+
+    # One Deployment at a time, which the subclasses below make fail or change.
     def deployment(self, namespace: str, name: str) -> DeploymentState:
         return [s for t, s in self.timeline if t <= self.clock.now][-1]
 

@@ -90,8 +90,10 @@ class RolloutReport:
 
 
 class WorkloadSource(Protocol):
-    def deployment(self, namespace: str, name: str) -> DeploymentState: ...
-    def restarts(self, deployment: DeploymentState) -> tuple[ContainerRestarts, ...]: ...
+    """Reads of every Deployment at once (rollout.workloads.WorkloadReader); an error fails the whole read."""
+
+    def deployments(self, refs: Sequence[tuple[str, str]]) -> tuple[DeploymentState, ...]: ...
+    def container_restarts(self, deployments: Sequence[DeploymentState]) -> dict[str, tuple[ContainerRestarts, ...]]: ...
 
 
 class MetricSource(Protocol):
@@ -165,7 +167,7 @@ def verify_rollout(
     log(f"{len(states)} Deployment(s) rolled out; soaking {policy.soak_seconds:g}s")
 
     # Restarts are counted from here; a transient error defers a Deployment's baseline to its next read.
-    baseline: dict[str, dict[str, int] | None] = {s.ref: _restarts_or_none(workloads, s, log) for s in states}
+    baseline: dict[str, dict[str, int] | None] = _restarts_or_none(workloads, states, log)
     samples: list[dict[str, Any]] = []
     soak_start = clock()
     while True:
@@ -175,17 +177,14 @@ def verify_rollout(
             break
         sleep(min(policy.interval_seconds, remaining))
 
-    final = []
-    for state in states:
-        try:
-            now = workloads.deployment(state.namespace, state.name)
-        except Exception as e:  # noqa: BLE001 - a transient error leaves this one read unjudged, said so
-            if not is_transient(e):
-                raise
-            findings.append(Finding(Outcome.INCONCLUSIVE, state.ref, f"{state.ref} not read after the soak: {e}"))
-            final.append(state)
-            continue
-        final.append(now)
+    try:
+        final = workloads.deployments([(s.namespace, s.name) for s in states])
+    except Exception as e:  # noqa: BLE001 - a transient error leaves this last read unjudged, said so
+        if not is_transient(e):
+            raise
+        findings.extend(Finding(Outcome.INCONCLUSIVE, s.ref, f"{s.ref} not read after the soak: {e}") for s in states)
+        final = ()
+    for state, now in zip(states, final):
         if now.generation != state.generation:
             # Scaled or edited during the soak (an autoscaler, a human): a new rollout, not this one's regression.
             findings.append(Finding(Outcome.PASSED, state.ref, f"{state.ref} changed during the soak (generation "
@@ -197,7 +196,7 @@ def verify_rollout(
     outcome = (Outcome.FAILED if any(f.outcome is Outcome.FAILED for f in findings)
                else Outcome.INCONCLUSIVE if any(f.outcome is Outcome.INCONCLUSIVE for f in findings)
                else Outcome.PASSED)
-    return RolloutReport(outcome, findings, tuple(final), samples, seconds=clock() - started)
+    return RolloutReport(outcome, findings, tuple(final or states), samples, seconds=clock() - started)
 
 
 def _wait_for_rollout(
@@ -210,7 +209,7 @@ def _wait_for_rollout(
     states: tuple[DeploymentState, ...] = ()
     while True:
         try:
-            states = tuple(workloads.deployment(ns, name) for ns, name in deployments)
+            states = workloads.deployments(deployments)
         except Exception as e:  # noqa: BLE001 - a transient error is retried until the deadline
             if not is_transient(e) or clock() >= deadline:
                 raise
@@ -229,30 +228,35 @@ def _wait_for_rollout(
         sleep(min(poll, max(deadline - clock(), 0.0)))
 
 
-def _restarts_or_none(workloads: WorkloadSource, state: DeploymentState,
-                      log: Callable[[str], None]) -> dict[str, int] | None:
+def _restarts_or_none(workloads: WorkloadSource, states: Sequence[DeploymentState],
+                      log: Callable[[str], None]) -> dict[str, dict[str, int] | None]:
     try:
-        return {c.ref: c.restarts for c in workloads.restarts(state)}
+        read = workloads.container_restarts(states)
     except Exception as e:  # noqa: BLE001 - transient: the next read becomes the baseline
         if not is_transient(e):
             raise
-        log(f"restarts of {state.ref} not read yet ({e})")
-        return None
+        log(f"restarts not read yet ({e})")
+        return {s.ref: None for s in states}
+    return {s.ref: {c.ref: c.restarts for c in read.get(s.ref, ())} for s in states}
 
 
 def _sample(workloads: WorkloadSource, metrics: MetricSource | None, states: Sequence[DeploymentState],
             baseline: dict[str, dict[str, int] | None], policy: VerifyPolicy, *, offset: float,
             log: Callable[[str], None]) -> dict[str, Any]:
     sample: dict[str, Any] = {"t": round(offset, 2), "restarts": {}, "metrics": {}}
+    read: dict[str, tuple[ContainerRestarts, ...]] | None = None
+    try:
+        read = workloads.container_restarts(states)
+    except Exception as e:  # noqa: BLE001 - one lost sample is not a verdict; a terminal error is
+        if not is_transient(e):
+            raise
+        log(f"sample at +{offset:.1f}s: restarts not read ({e})")
+        lost = str(e)
     for state in states:
-        try:
-            now = workloads.restarts(state)
-        except Exception as e:  # noqa: BLE001 - one lost sample is not a verdict; a terminal error is
-            if not is_transient(e):
-                raise
-            log(f"sample at +{offset:.1f}s: restarts of {state.ref} not read ({e})")
-            sample["restarts"][state.ref] = {"error": str(e)}
+        if read is None:
+            sample["restarts"][state.ref] = {"error": lost}
             continue
+        now = read.get(state.ref, ())
         before = baseline.get(state.ref)
         if before is None:  # the first read that worked is the baseline
             baseline[state.ref] = before = {c.ref: c.restarts for c in now}
