@@ -85,26 +85,15 @@ class RawWork:
     def image(self, sha: str, label: str) -> tuple[float, float, float]:
         """git archive of apps/fastapi at ``sha``, docker build, push as ``:<label>``: (archive, build, push) s."""
         t0 = time.perf_counter()
-        context = _git_bytes("archive", "--format=tar", f"{sha}:apps/fastapi", cwd=self.source.bare)
         # The pipeline has just built this very context: an identical tar would be a layer-cache hit,
         # so the raw build changes main.py's text too, making its COPY layer as new as the pipeline's.
-        context = _replace_member(context, "main.py", f"print('raw {label}')\n".encode())
+        context = changed_context(self.source.bare, sha, "apps/fastapi", f"print('raw {label}')\n")
         t1 = time.perf_counter()
         ref = f"{self.repository}:{label}"
-        for chunk in self.api.build(fileobj=io.BytesIO(context), custom_context=True, tag=ref, rm=True,
-                                    forcerm=True, decode=True, buildargs=dict(self.build_args),
-                                    network_mode="host"):
-            if "error" in chunk:
-                raise RuntimeError(f"raw build of {ref} failed: {chunk['error'].strip()}")
+        build(self.api, context, ref, self.build_args)
         t2 = time.perf_counter()
-        digest = None
-        for event in self.api.push(self.repository, tag=label, stream=True, decode=True):
-            if "error" in event:
-                raise RuntimeError(f"raw push of {ref} failed: {event['error'].strip()}")
-            digest = event.get("aux", {}).get("Digest", digest)
+        push(self.api, self.repository, label)
         t3 = time.perf_counter()
-        if not digest:
-            raise RuntimeError(f"raw push of {ref} reported no digest")
         self.pushed.append(ref)
         return t1 - t0, t2 - t1, t3 - t2
 
@@ -132,20 +121,38 @@ class RawWork:
         return RawRound(archive, build, push, git_s, self.render(text))
 
 
-def _git_bytes(*args: str, cwd: Path) -> bytes:
-    """services.git returns stripped text; an archive needs the exact bytes."""
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True).stdout
-
-
-def _replace_member(tar_bytes: bytes, name: str, data: bytes) -> bytes:
+def changed_context(bare: Path, sha: str, context_path: str, main_py: str) -> bytes:
+    """``git archive`` of ``context_path`` at ``sha``, with main.py's text replaced (a new COPY layer)."""
+    archive = subprocess.run(["git", "archive", "--format=tar", f"{sha}:{context_path}"], cwd=bare,
+                             capture_output=True, check=True).stdout
     out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src, tarfile.open(fileobj=out, mode="w") as dst:
         for member in src.getmembers():
             payload = src.extractfile(member) if member.isfile() else None
-            if member.name == name:
+            if member.name == "main.py":
+                data = main_py.encode()
                 member.size, payload = len(data), io.BytesIO(data)
             dst.addfile(member, payload)
     return out.getvalue()
+
+
+def build(api: docker.APIClient, context: bytes, ref: str, build_args: Mapping[str, str]) -> None:
+    for chunk in api.build(fileobj=io.BytesIO(context), custom_context=True, tag=ref, rm=True, forcerm=True,
+                           decode=True, buildargs=dict(build_args), network_mode="host"):
+        if "error" in chunk:
+            raise RuntimeError(f"raw build of {ref} failed: {chunk['error'].strip()}")
+
+
+def push(api: docker.APIClient, repository: str, tag: str) -> str:
+    """Pushes ``repository:tag``; the digest the registry gave it."""
+    digest = None
+    for event in api.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in event:
+            raise RuntimeError(f"raw push of {repository}:{tag} failed: {event['error'].strip()}")
+        digest = event.get("aux", {}).get("Digest", digest)
+    if not digest:
+        raise RuntimeError(f"raw push of {repository}:{tag} reported no digest")
+    return digest
 
 
 def _set_tag_line(text: str, repository_line_end: str, tag: str) -> str:

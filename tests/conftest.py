@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,26 +34,8 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def docker_host(session_dir: Path) -> Iterator[str]:
     """DOCKER_HOST of a working engine; also exported so the docker SDK and CLI in subprocesses use it."""
-    existing = os.environ.get("DOCKER_HOST")
-    if services.engine_answers(existing):
-        yield existing or "unix:///var/run/docker.sock"
-        return
-    # A short path: unix socket paths are limited to 108 bytes and pytest's temp dirs are long.
-    state = Path("/tmp") / f"coelho-dockerd-{uuid.uuid4().hex[:8]}"
-    service, host = services.start_dockerd(state)
-    os.environ["DOCKER_HOST"] = host
-    try:
+    with services.docker_engine() as host:
         yield host
-    finally:
-        service.stop()
-        if existing is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = existing
-        netns = state / "exec" / "netns" / "default"
-        if netns.exists():
-            subprocess.run(["umount", str(netns)], check=False, capture_output=True)
-        shutil.rmtree(state, ignore_errors=True)  # gigabytes of layers: not left behind per run
 
 
 @pytest.fixture(scope="session")

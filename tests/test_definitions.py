@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -84,3 +85,10 @@ def test_the_push_sensor_ticks_every_daemon_loop_by_default(monkeypatch: pytest.
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(REPO_ROOT)
     assert definitions.defs().get_sensor_def("git_push_sensor").minimum_interval_seconds == seconds
+
+
+def test_the_daemon_runs_only_the_loops_the_pipeline_uses(tmp_path: Path) -> None:
+    shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert sorted(instance.get_required_daemon_types()) == [
+            "BACKFILL", "EVENT_LOG_CONSUMER", "MONITORING", "QUEUED_RUN_COORDINATOR", "SCHEDULER", "SENSOR"]

@@ -14,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +114,37 @@ def start_dockerd(state_dir: Path) -> tuple[Service, str]:
     ], state_dir / "dockerd.log")
     wait_for(lambda: engine_answers(host), timeout=60, what="Docker engine", service=service)
     return service, host
+
+
+@contextmanager
+def docker_engine(log: Callable[[str], None] = lambda _message: None) -> Iterator[str]:
+    """DOCKER_HOST of an engine that answers: the configured one (DOCKER_HOST or the default socket),
+    or a private dockerd started here, exported as DOCKER_HOST meanwhile and stopped by its PID after."""
+    existing = os.environ.get("DOCKER_HOST")
+    if engine_answers(existing):
+        log(f"Docker engine: {existing or 'the default socket'} answers, using it")
+        yield existing or "unix:///var/run/docker.sock"
+        return
+    if shutil.which("dockerd") is None:
+        raise ServiceError("no Docker engine answers and dockerd is not installed (apt-get install docker.io)")
+    # A short path: unix socket paths are limited to 108 bytes.
+    state = Path("/tmp") / f"coelho-dockerd-{uuid.uuid4().hex[:8]}"
+    log(f"Docker engine: none answers, starting dockerd in {state}")
+    service, host = start_dockerd(state)
+    os.environ["DOCKER_HOST"] = host
+    try:
+        yield host
+    finally:
+        log(f"Docker engine: stopping dockerd (PID {service.pid})")
+        service.stop()
+        if existing is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = existing
+        netns = state / "exec" / "netns" / "default"
+        if netns.exists():
+            subprocess.run(["umount", str(netns)], check=False, capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)  # gigabytes of layers: not left behind per run
 
 
 def start_registry(state_dir: Path, port: int) -> Service:

@@ -1,0 +1,754 @@
+"""Daemon-side speed figures (issue 9): pushes delivered by the real Dagster daemon, against the raw work.
+
+    .venv/bin/python benchmarks/bench_daemon.py [--quick] [--rounds N] [--idle-seconds S]
+                                                [--skip P5,P6] [--only P2] [--keep]
+
+Everything runs under ``dagster dev`` (webserver + daemon + code server, sqlite), started with the
+environment the ``dagster_dev`` fixture of tests/conftest.py builds: a DAGSTER_HOME holding a copy of
+dagster.yaml, this run's own registry and git daemon on free 127.0.0.1 ports, a source repository
+made by tests/pipeline_harness.make_source_repo, and the Argo CD controller double of
+tests/argocd_double.py with no sync or rollout delay ("instant"). The Docker engine is DOCKER_HOST's
+(or the default socket's); the base images come from scripts/base-images.sh.
+
+Sessions (each its own ``dagster dev`` and source repository; the seed delivery, which builds every
+app, is an untimed warm-up in each):
+
+* trivial (tests/fixtures/apps): N one-app pushes (apps/fastapi/main.py), each at a random phase of
+  the sensor's interval and delivered before the next -> P1 (delivery = the run's RUN_START ->
+  RUN_SUCCESS, against the raw work of that round: bench_delivery.RawWork's docker SDK build + push
+  of the changed app, git fetch/edit/commit/push of one values.yaml line, one render_chart), P2
+  polling (push -> RUN_START, and push -> run created), P3 (push -> the double's Application Synced
+  +Healthy at the run's manifest commit), growth at 3 apps; then P6 (idle CPU of the dagster dev
+  process tree) and P5 (a burst of 20 pushes in 10 s).
+* real: the same rounds on make_source_repo(real_apps=True), changing apps/fastapi/app/__init__.py
+  (the real Dockerfile's dependency layer stays cached, its COPY app/ layer is rebuilt) -> P1 real.
+* webhook: COELHO_POLL_INTERVAL_SECONDS=600 and ``coelho webhook``, a GitLab push event posted right
+  after each push -> P2 webhook, P3 webhook. Reported "not available" when the command is missing.
+* growth: 10 and 30 apps (copies of the fixture app, apps/app_NN/, with their values.yaml keys and a
+  Deployment template each), one app changed -> overhead (delivery - raw) against 3 apps.
+
+The verification soak after Synced+Healthy (COELHO_VERIFY_SOAK_SECONDS, 1 s in the fixture) is a wait
+the user configures, not pipeline work: it is 0 here (one sample right after the rollout) unless
+--verify-soak says otherwise. Progress goes to stderr, the figures table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import random
+import signal
+import statistics
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import bench_delivery
+import daemon_stack as ds
+from bench_delivery import RAW_BRANCH, RawRound, RawWork
+from conftest import BASE_IMAGES, FIXTURES
+from daemon_stack import (
+    BenchError,
+    DaemonSession,
+    Delivery,
+    Stack,
+    Webhook,
+    log,
+    push_change,
+)
+from figures import Figure, table
+from pipeline_harness import APPS, SourceRepo, make_source_repo
+
+from coelho_pipeline.catalog import App
+from coelho_pipeline.chart import argocd_helm_overrides
+from coelho_pipeline.dev import services
+from coelho_pipeline.values import read_scalar
+
+PARTS = ("P1", "P1-real", "P2", "P2-webhook", "P3", "P5", "P6", "growth")
+NAN = float("nan")
+VALUES = "k3d/helm/values.yaml"
+PIPELINE_EMAIL = "pipeline@coelho-realtime.local"
+
+
+# -- options -------------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="develop: 2 rounds, 30 s idle window, growth with 3 and 10 apps only")
+    p.add_argument("--rounds", type=int, default=None, help="timed pushes per session (default 5, --quick 2)")
+    p.add_argument("--idle-seconds", type=float, default=None, help="P6 window (default 300, --quick 30)")
+    p.add_argument("--growth-sizes", default=None, help="apps in the catalog for growth (default 3,10,30; "
+                                                        "--quick 3,10)")
+    p.add_argument("--burst-pushes", type=int, default=20, help="P5: pushes in the burst (default 20)")
+    p.add_argument("--burst-seconds", type=float, default=10.0, help="P5: over this many seconds (default 10)")
+    p.add_argument("--skip", action="append", default=[], metavar="PART",
+                   help=f"parts to leave out, comma-separated or repeated: {', '.join(PARTS)} "
+                        "(P1 also skips P1-real)")
+    p.add_argument("--only", action="append", default=[], metavar="PART", help="run only these parts")
+    p.add_argument("--verify-soak", type=float, default=0.0,
+                   help="COELHO_VERIFY_SOAK_SECONDS for dagster dev (default 0: one sample after the rollout)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, repositories)")
+    return p
+
+
+@dataclass
+class Options:
+    rounds: int
+    idle_seconds: float
+    growth_sizes: tuple[int, ...]
+    burst_pushes: int
+    burst_seconds: float
+    parts: frozenset[str]
+    verify_soak: float
+    keep: bool
+    quick: bool
+
+    def wants(self, *parts: str) -> bool:
+        return any(p in self.parts for p in parts)
+
+
+def _split(values: Iterable[str] | str, *, strict: bool = False) -> set[str]:
+    """Part names from --skip/--only values; unknown ones stop the CLI, and are ignored (logged) when the
+    Namespace comes from another script (run_all's own part names)."""
+    out = set()
+    for value in [values] if isinstance(values, str) else values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            match = {p.lower(): p for p in PARTS}.get(part.lower()) or {"webhook": "P2-webhook",
+                                                                        "real": "P1-real"}.get(part.lower())
+            if match is None:
+                if strict:
+                    raise SystemExit(f"unknown part {part!r}: choose from {', '.join(PARTS)}")
+                log(f"ignoring part {part!r}: not one of this benchmark's ({', '.join(PARTS)})")
+                continue
+            out.add(match)
+    return out
+
+
+def resolve(options: argparse.Namespace | None, *, strict: bool = False) -> Options:
+    """This module's options from any Namespace (run_all's may lack some: the defaults fill them)."""
+    ns = parser().parse_args([])
+    for key, value in vars(options or argparse.Namespace()).items():
+        setattr(ns, key, value)
+    quick = bool(getattr(ns, "quick", False))
+    rounds = ns.rounds if ns.rounds else (2 if quick else 5)
+    idle = ns.idle_seconds if ns.idle_seconds else (30.0 if quick else 300.0)
+    sizes_text = ns.growth_sizes or ("3,10" if quick else "3,10,30")
+    sizes = tuple(sorted({int(s) for s in str(sizes_text).split(",") if s.strip()}))
+    if any(s < 3 for s in sizes):
+        raise SystemExit("--growth-sizes: at least the 3 apps of the fixture")
+    skip, only = _split(ns.skip or [], strict=strict), _split(ns.only or [], strict=strict)
+    if (ns.only or []) and not only:
+        raise SystemExit(f"--only names none of this benchmark's parts ({', '.join(PARTS)})")
+    if "P1" in skip:
+        skip.add("P1-real")
+    parts = frozenset((only or set(PARTS)) - skip)
+    return Options(rounds=max(1, int(rounds)), idle_seconds=float(idle), growth_sizes=sizes,
+                   burst_pushes=int(ns.burst_pushes), burst_seconds=float(ns.burst_seconds), parts=parts,
+                   verify_soak=float(ns.verify_soak), keep=bool(ns.keep), quick=quick)
+
+
+# -- small helpers -------------------------------------------------------------------------------
+
+def med(xs: Iterable[float]) -> float:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return statistics.median(xs) if xs else NAN
+
+
+def mx(xs: Iterable[float]) -> float:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return max(xs) if xs else NAN
+
+
+def failed(id_: str, label: str, unit: str, error: BaseException | str, target: float | None = None,
+           comparison: str = "") -> Figure:
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    return Figure(id_, label, NAN, unit, target, comparison, f"FAILED: {text}")
+
+
+def unavailable(id_: str, label: str, unit: str, why: str) -> Figure:
+    return Figure(id_, label, NAN, unit, None, "", f"not available: {why}")
+
+
+class AppRawWork(RawWork):
+    """bench_delivery.RawWork for an app whose changed file is not ``main.py`` at the context root (the
+    real FastAPI's sources live in app/): the raw build replaces ``member`` instead, so its COPY layer
+    is as new as the pipeline's."""
+
+    member: str = "main.py"
+
+    def image(self, sha: str, label: str) -> tuple[float, float, float]:
+        original = bench_delivery._replace_member
+        bench_delivery._replace_member = lambda tar, _name, data: original(tar, self.member, data)
+        try:
+            return super().image(sha, label)
+        finally:
+            bench_delivery._replace_member = original
+
+
+def make_raw(stack: Stack, repo: SourceRepo, name: str, *, member: str = "main.py") -> RawWork:
+    """RawWork on its own clone and branch of ``repo`` (its pushes never move the watched branch)."""
+    clone = stack.tmp / f"{name}-raw-clone"
+    services.git("clone", "-q", repo.url, str(clone), cwd=stack.tmp)
+    services.git("checkout", "-q", "-b", RAW_BRANCH, cwd=clone)
+    services.git("push", "-q", "origin", f"HEAD:refs/heads/{RAW_BRANCH}", cwd=clone)
+    application = (clone / "k3d" / "argocd" / "application.yaml").read_text()
+    assert stack.client is not None
+    raw = AppRawWork(api=stack.client.api, source=repo, clone=clone, repository=f"{stack.prefix}/fastapi",
+                     build_args=BASE_IMAGES, overrides=argocd_helm_overrides(application))
+    raw.member = member
+    return raw
+
+
+def values_tag(repo: SourceRepo, rev: str, app: str = "fastapi") -> str:
+    return read_scalar(repo.show(rev, VALUES), App(app).tag_path, source=VALUES)
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+@dataclass
+class Round:
+    delivery: Delivery
+    raw: RawRound | None
+
+    @property
+    def overhead(self) -> float:
+        return self.delivery.delivery - self.raw.total if self.raw else NAN
+
+    @property
+    def ratio(self) -> float:
+        return self.delivery.delivery / self.raw.total if self.raw else NAN
+
+
+def seed(session: DaemonSession, *, timeout: float, polling: bool = True) -> Delivery:
+    """The first tick delivers the seeded head (every app built): untimed warm-up."""
+    head = session.repo.head()
+    started = time.time()
+    log(f"{session.name}: waiting for the seed delivery of {head[:12]} (builds every app; untimed)")
+    d = session.delivery(head, started, timeout=timeout)
+    log(f"{session.name}: seed delivered in {d.delivery:.1f} s (rebuilt {len(d.rebuilt)} apps)")
+    if d.manifest and polling:  # the sensor has seen the manifest commit: the next push starts clean
+        session.wait_cursor(session.repo.head(), timeout=120)
+    return d
+
+
+def rounds(session: DaemonSession, n: int, change: Callable[[int], dict[str, str]], *, raw: RawWork | None,
+           jitter: float, webhook: Webhook | None = None, expect: set[str] | None = None,
+           notes: list[str] | None = None) -> list[Round]:
+    """``n`` pushes, each delivered (and its raw work done) before the next; a push lands at a random
+    phase (0..``jitter`` s) after the previous round, so the sensor's polling phase is sampled."""
+    out: list[Round] = []
+    tag = uuid.uuid4().hex[:6]
+    for i in range(1, n + 1):
+        if jitter > 0:
+            time.sleep(random.uniform(0, jitter))
+        before = session.repo.head()
+        sha, pushed_at = push_change(session.repo, change(i), f"FastAPI: {session.name} round {i} ({tag})")
+        if webhook is not None:
+            status = webhook.post(session.repo.branch, before, sha)
+            if status >= 300:
+                raise BenchError(f"the webhook answered HTTP {status} to a push event: {webhook.last_answer}\n"
+                                 f"{webhook.log_tail()}")
+            if notes is not None and "launched" not in webhook.last_answer:
+                notes.append(f"round {i}: the webhook answered {webhook.last_answer}")
+        d = session.delivery(sha, pushed_at)
+        if expect is not None and d.rebuilt != expect and notes is not None:
+            notes.append(f"round {i} rebuilt {sorted(d.rebuilt)}, not {sorted(expect)}")
+        r = raw.round(sha, f"raw-{session.name}-{tag}-{i}") if raw else None
+        out.append(Round(d, r))
+        log(f"{session.name} round {i}/{n}: push->created {d.to_created:.2f} s, push->RUN_START {d.to_start:.2f} s, "
+            f"delivery {d.delivery:.2f} s"
+            + (f", raw {r.total:.2f} s" if r else "")
+            + (f", push->Synced+Healthy {d.to_synced:.2f} s" if d.to_synced is not None else ", never Synced?"))
+    return out
+
+
+def phase_summary(name: str, rs: Sequence[Round]) -> str:
+    """Median of each phase between push and RUN_SUCCESS (to stderr), and a short form for details."""
+    phases: dict[str, list[float]] = {}
+    for r in rs:
+        for k, v in r.delivery.phases().items():
+            phases.setdefault(k, []).append(v)
+    lines = [f"{name}: where the time goes (median of {len(rs)} rounds, s)"]
+    lines += [f"    {k:<42}{med(v):7.2f}" for k, v in phases.items()]
+    if rs and rs[0].raw:
+        raw = rs[0].raw
+        lines.append(f"    {'raw: archive/build/push/git/render':<42}"
+                     f"{med(r.raw.archive for r in rs):.2f}/{med(r.raw.build for r in rs):.2f}/"
+                     f"{med(r.raw.push for r in rs):.2f}/{med(r.raw.git for r in rs):.2f}/"
+                     f"{med(r.raw.render for r in rs):.2f}")
+        del raw
+    log("\n".join(lines))
+    inside = {k: med(v) for k, v in phases.items()
+              if k.startswith("step ") or k in ("RUN_START -> first step", "between steps", "last step -> RUN_SUCCESS")}
+    return ", ".join(f"{k.removeprefix('step ')} {v:.2f}" for k, v in inside.items())
+
+
+def p1_figures(label: str, rs: Sequence[Round], where: str, notes: Sequence[str]) -> list[Figure]:
+    deliveries = [r.delivery.delivery for r in rs]
+    raws = [r.raw.total for r in rs if r.raw]
+    raw_parts = (f"build {med(r.raw.build for r in rs if r.raw):.2f} + push {med(r.raw.push for r in rs if r.raw):.2f} "
+                 f"+ git {med(r.raw.git for r in rs if r.raw):.2f} + render {med(r.raw.render for r in rs if r.raw):.2f}")
+    common = (f"delivery (RUN_START->RUN_SUCCESS) median {med(deliveries):.2f} s "
+              f"[{min(deliveries):.2f}..{max(deliveries):.2f}], raw median {med(raws):.2f} s ({raw_parts}), "
+              f"{len(rs)} rounds" + (f"; {'; '.join(notes)}" if notes else ""))
+    per_round = "/".join(f"{r.ratio:.2f}" for r in rs)
+    overheads = "/".join(f"{r.overhead:.2f}" for r in rs)
+    return [
+        Figure("P1", f"delivery / raw work, {label}", med(r.ratio for r in rs), "x", 1.3, "<=",
+               f"{common}; per round {per_round} x"),
+        Figure("P1", f"overhead delivery - raw, {label}", med(r.overhead for r in rs), "s", 1.5, "<=",
+               f"median of per-round differences ({overheads} s); in the run (medians, s): {where}"),
+    ]
+
+
+def tick_spacing(session: DaemonSession, since: float) -> str:
+    """How often the sensor really ticked since ``since`` (its interval is a minimum, checked every 5 s)."""
+    stamps = sorted(t.timestamp for t in session.ticks(after=since))
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    if not gaps:
+        return ""
+    return f"; ticks observed every {med(gaps):.1f} s (median; {min(gaps):.1f}..{max(gaps):.1f}) over {len(stamps)} ticks"
+
+
+def p2_figures(mode: str, rs: Sequence[Round], target: float, interval: int | None, extra: str = "") -> list[Figure]:
+    starts = [r.delivery.to_start for r in rs]
+    created = [r.delivery.to_created for r in rs]
+    ticks = [r.delivery.tick_at - r.delivery.pushed_at for r in rs if r.delivery.tick_at is not None]
+    boot = [r.delivery.start - r.delivery.starting for r in rs if r.delivery.starting is not None]
+    queue = [r.delivery.starting - r.delivery.created for r in rs if r.delivery.starting is not None]
+    detail = (f"{len(rs)} pushes; sensor interval {interval if interval is not None else '?'} s{extra}; "
+              + (f"push->sensor tick median {med(ticks):.2f} s, " if ticks else "")
+              + f"created->RUN_STARTING (queue) {med(queue):.2f} s, "
+              f"RUN_STARTING->RUN_START (worker boot) {med(boot):.2f} s")
+    return [
+        Figure("P2", f"push -> run started (RUN_START), {mode}, median", med(starts), "s", target, "<=", detail),
+        Figure("P2", f"push -> run started (RUN_START), {mode}, max", mx(starts), "s", target, "<=",
+               f"{len(rs)} pushes, each delivered before the next"),
+        Figure("P2", f"push -> run created, {mode}, median", med(created), "s", None, "",
+               f"max {mx(created):.2f} s"),
+    ]
+
+
+def p3_figure(mode: str, rs: Sequence[Round]) -> Figure:
+    synced = [r.delivery.to_synced for r in rs]
+    delivery = med(r.delivery.delivery for r in rs)
+    missing = sum(1 for s in synced if s is None)
+    per_round = sum(1 for r in rs if r.delivery.to_synced is not None
+                    and r.delivery.to_synced <= r.delivery.delivery + 3)
+    return Figure("P3", f"push -> Argo CD Synced+Healthy at the manifest commit, {mode}", med(synced), "s",
+                  round(delivery + 3, 2), "<=",
+                  f"target = this session's P1 delivery median {delivery:.2f} s + 3 s; max {mx(synced):.2f} s; "
+                  f"{per_round}/{len(rs)} rounds within their own delivery + 3 s"
+                  + (f"; {missing} never seen Synced+Healthy" if missing else ""))
+
+
+def idle(session: DaemonSession, stack: Stack, seconds: float) -> list[Figure]:
+    """P6: CPU of the dagster dev tree over a window with nothing pushed (the sensor ticking)."""
+    session.wait_cursor(session.repo.head(), timeout=120)
+    deadline = time.monotonic() + 120
+    while any(not r.is_finished for r in session.runs()):
+        if time.monotonic() > deadline:
+            raise BenchError("runs still in progress 120 s after the last delivery")
+        time.sleep(1)
+    time.sleep(2)  # let the last run's worker exit
+    log(f"{session.name}: P6 idle window of {seconds:.0f} s")
+    assert session.service is not None
+    t0 = time.time()
+    before = ds.tree_cpu_by_process(session.service.pid)
+    side0, _ = ds.tree_cpu_seconds(stack.service_pids())
+    # Sampled each second: a run worker (a scheduled drift check) ends inside the window and its CPU
+    # lands in the code server's cutime; the last sample of it says roughly how much it was.
+    workers: dict[int, float] = {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        for pid, (role, cpu) in ds.tree_cpu_by_process(session.service.pid).items():
+            if role == "run worker":
+                workers[pid] = cpu - before.get(pid, (role, 0.0))[1]
+    after = ds.tree_cpu_by_process(session.service.pid)
+    side1, _ = ds.tree_cpu_seconds(stack.service_pids())
+    t1 = time.time()
+    wall = t1 - t0
+    procs0, procs1 = len(before), len(after)
+    # A process that ended in the window was reaped by its parent, whose cutime now holds its CPU.
+    used = sum(c for _, c in after.values()) - sum(c for _, c in before.values())
+    by_role: dict[str, float] = {}
+    for pid, (role, cpu) in after.items():
+        by_role[role] = by_role.get(role, 0.0) + cpu - before.get(pid, (role, 0.0))[1]
+    roles = ", ".join(f"{role} {cpu:.2f}" for role, cpu in sorted(by_role.items(), key=lambda x: -x[1]))
+    in_workers = sum(workers.values())
+    ticks = session.ticks(after=t0, before=t1)
+    runs = [r for r in session.inst.get_run_records() if t0 <= ds._timestamp(r.create_timestamp) <= t1]
+    jobs = sorted({r.dagster_run.job_name for r in runs})
+    interval = session.sensor_interval()
+    log(f"{session.name}: idle {used:.2f} CPU s over {wall:.1f} s ({100 * used / wall:.2f} % of a core), "
+        f"{len(ticks)} ticks, {len(runs)} runs {jobs}; by process: {roles}; git daemon + registry {side1 - side0:.2f} s")
+    return [
+        Figure("P6", "idle CPU of the dagster dev tree (webserver, daemon, code servers), % of one core",
+               100 * used / wall, "%", 3.0, "<",
+               f"{used:.2f} CPU s (utime+stime, reaped children included) over {wall:.0f} s: {roles} "
+               f"({procs0}->{procs1} processes); runs in the window: {len(runs)}{' ' + ', '.join(jobs) if jobs else ''}"
+               + (f" (their workers ~{in_workers:.2f} CPU s; without them {100 * (used - in_workers) / wall:.2f} %)"
+                  if workers else "") + "; not counted: "
+               f"git daemon + registry {side1 - side0:.2f} CPU s, the Argo CD double"),
+        Figure("P6", "sensor ticks in the idle window", float(len(ticks)), "ticks", None, "",
+               f"{wall:.0f} s window, sensor interval {interval if interval is not None else '?'} s"
+               + (f", one tick every {wall / len(ticks):.1f} s" if ticks else "")),
+    ]
+
+
+def burst(session: DaemonSession, stack: Stack, pushes: int, seconds: float) -> list[Figure]:
+    """P5: ``pushes`` pushes in ``seconds`` s, each changing apps/fastapi/main.py; then what came of them."""
+    repo = session.repo
+    session.wait_cursor(repo.head(), timeout=120)
+    base = repo.head()
+    started = time.time()
+    since = datetime.fromtimestamp(started, tz=UTC)
+    tag = uuid.uuid4().hex[:6]
+    log(f"{session.name}: P5 burst of {pushes} pushes in {seconds:g} s")
+    shas: list[str] = []
+    t0 = time.monotonic()
+    last_push = started
+    for i in range(pushes):
+        wait = t0 + i * seconds / pushes - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        sha, last_push = push_change(repo, {"apps/fastapi/main.py": f"print('burst {tag} {i + 1}')\n"},
+                                     f"FastAPI: burst {i + 1}/{pushes} ({tag})")
+        shas.append(sha)
+    span = time.monotonic() - t0
+    newest = shas[-1]
+    log(f"{session.name}: {pushes} pushes in {span:.1f} s; waiting for the deliveries to settle")
+
+    deadline = time.monotonic() + 600
+    settled = False
+    stalled_since = None
+    while time.monotonic() < deadline:
+        head = repo.head()
+        runs = session.runs(job_name="deliver_commit", created_after=since)
+        pending = [r for r in runs if not r.is_finished]
+        quiet = not pending and session.sensor_cursor() == head
+        if quiet and values_tag(repo, head) == newest:
+            settled = True
+            break
+        if quiet:  # nothing running, the sensor has seen the head, and the newest is not delivered
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 60:
+                break
+        else:
+            stalled_since = None
+        time.sleep(1)
+    head = repo.head()
+    runs = session.runs(job_name="deliver_commit", created_after=since)
+    bad = [r for r in runs if r.is_finished and r.status != ds.dg.DagsterRunStatus.SUCCESS]
+    log_lines = services.git("log", "--format=%H%x09%ae%x09%s", f"{base}..{head}", cwd=repo.bare).splitlines()
+    manifests = [line.split("\t") for line in log_lines if line.split("\t")[2].startswith(ds.PIPELINE_SUBJECT)]
+    newest_manifest = next((m[0] for m in manifests if m[2].startswith(f"{ds.PIPELINE_SUBJECT}{newest}")), None)
+    synced = session.wait_synced(newest_manifest, since_wall=started, timeout=30) if newest_manifest else None
+    final_tag = values_tag(repo, head)
+    on_branch = all(subprocess_ok(["merge-base", "--is-ancestor", s, head], repo) for s in shas)
+    assert session.double is not None
+    live = session.double.live_images().get("coelho-realtime-fastapi", "")
+    want_live = f"{stack.prefix}/fastapi:{newest}"
+    deployed = settled and final_tag == newest and on_branch and live == want_live
+    failures = "; ".join(f"{r.run_id[:8]} {r.status.value}" for r in bad)
+    log(f"{session.name}: burst: {len(manifests)} manifest commits, {len(runs)} runs, {len(bad)} failed, final tag "
+        f"{final_tag[:12]} (newest {newest[:12]}), live {live}")
+    return [
+        Figure("P5", f"burst of {pushes} pushes in {span:.0f} s: manifest commits made", float(len(manifests)),
+               "commits", 3, "<=", f"{len(runs)} deliver_commit runs; commits {', '.join(m[0][:8] for m in manifests)}"),
+        Figure("P5", "burst: deliver_commit runs", float(len(runs)), "runs", None, "",
+               f"sources delivered: {', '.join(r.tags.get(ds.SHA_TAG, '?')[:8] for r in reversed(runs))}"),
+        Figure("P5", "burst: failed runs", float(len(bad)), "runs", 0, "==", failures or "none"),
+        Figure("P5", "burst: last push -> Synced+Healthy at the newest commit's manifest commit",
+               (synced - last_push) if synced else NAN, "s", None, "",
+               f"manifest commit {newest_manifest[:12] if newest_manifest else 'none'}"
+               + ("" if synced else "; never seen Synced+Healthy")),
+        Figure("P5", "burst: newest commit deployed, no change lost", 1.0 if deployed else 0.0, "yes", 1, "==",
+               f"final values.yaml fastapi tag {'= newest SHA' if final_tag == newest else final_tag[:12] + ' != newest ' + newest[:12]}; "
+               f"all {len(shas)} pushed commits on the branch: {'yes' if on_branch else 'no'}; live image "
+               f"{'= newest' if live == want_live else repr(live)}" + ("" if settled else "; did not settle in time")),
+    ]
+
+
+def subprocess_ok(args: Sequence[str], repo: SourceRepo) -> bool:
+    try:
+        services.git(*args, cwd=repo.bare)
+        return True
+    except services.ServiceError:
+        return False
+
+
+# -- growth: extra apps --------------------------------------------------------------------------
+
+_TEMPLATE = """{{- if .Values.KEY.enabled }}
+{{- $ctx := dict "root" $ "component" "COMPONENT" "version" .Values.KEY.image.tag }}
+{{- $image := dict "root" $ "key" "KEY" "image" .Values.KEY.image }}
+# Benchmark app NAME (benchmarks/bench_daemon.py, growth): a minimal Deployment the render check can see.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "coelho-realtime.componentName" $ctx }}
+  labels:
+    {{- include "coelho-realtime.componentLabels" $ctx | nindent 4 }}
+spec:
+  replicas: {{ .Values.KEY.replicas }}
+  selector:
+    matchLabels:
+      {{- include "coelho-realtime.selectorLabels" $ctx | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "coelho-realtime.componentLabels" $ctx | nindent 8 }}
+    spec:
+      containers:
+        - name: COMPONENT
+          image: {{ include "coelho-realtime.image" $image | quote }}
+{{- end }}
+"""
+
+
+def extra_app_names(total: int) -> list[str]:
+    return [f"app_{i:02d}" for i in range(len(APPS) + 1, total + 1)]
+
+
+def extra_apps_rewrite(names: Sequence[str]) -> Callable[[Path], None]:
+    """make_source_repo's hook: apps/<name>/ (the fixture app), a values.yaml block, a Deployment template."""
+    def rewrite(work: Path) -> None:
+        dockerfile = (FIXTURES / "apps" / "fastapi" / "Dockerfile").read_text()
+        values = work / VALUES
+        blocks = []
+        for name in names:
+            app = App(name)
+            folder = work / "apps" / name
+            folder.mkdir(parents=True)
+            (folder / "Dockerfile").write_text(dockerfile)
+            (folder / "main.py").write_text(f"print('{name}')\n")
+            blocks.append(f"\n# Benchmark app {name} (benchmarks/bench_daemon.py, growth).\n{app.values_key}:\n"
+                          f"  enabled: true\n  image:\n    repository: 127.0.0.1:5000/coelho/{app.image}\n"
+                          f"    tag: \"\"\n    pullPolicy: IfNotPresent\n  replicas: 1\n  resources: {{}}\n")
+            template = work / "k3d" / "helm" / "templates" / "bench-apps" / f"{app.image}.yaml"
+            template.parent.mkdir(parents=True, exist_ok=True)
+            template.write_text(_TEMPLATE.replace("KEY", app.values_key).replace("COMPONENT", app.component)
+                                .replace("NAME", name))
+        values.write_text(values.read_text() + "".join(blocks))
+    return rewrite
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def _trivial_change(tag: str) -> Callable[[int], dict[str, str]]:
+    return lambda i: {"apps/fastapi/main.py": f"print('daemon round {tag} {i}')\n"}
+
+
+def _session_error(session: DaemonSession | None, e: BaseException) -> None:
+    log(f"ERROR: {e}\n{traceback.format_exc()}")
+    if session is not None and session.service is not None:
+        log(f"last lines of {session.dir / 'dagster.log'}:\n{session.log_tail()}")
+
+
+def run(options: argparse.Namespace | None = None) -> list[Figure]:
+    """Every daemon-side figure; ``options`` as parser() makes them (missing attributes take defaults)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # A SIGTERM unwinds like Ctrl-C, so the finally blocks stop every process this run started.
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(resolve(options))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run(opts: Options) -> list[Figure]:
+    log(f"parts {sorted(opts.parts)}, {opts.rounds} rounds, idle {opts.idle_seconds:g} s, growth {opts.growth_sizes}")
+    started = time.monotonic()
+    figures: list[Figure] = []
+    overheads: dict[int, float] = {}
+    growth_detail: dict[int, str] = {}
+    want_rounds = opts.wants("P1", "P2", "P3") or ("growth" in opts.parts and 3 in opts.growth_sizes)
+    with Stack(keep=opts.keep) as stack:
+        assert stack.git is not None
+        # -- trivial: P1, P2 polling, P3 polling, growth(3), P6, P5 --------------------------------------
+        if want_rounds or opts.wants("P5", "P6"):
+            session = None
+            try:
+                repo = make_source_repo(stack.git)
+                with DaemonSession(stack, "trivial", repo, apps=APPS, verify_soak=opts.verify_soak) as session:
+                    seed(session, timeout=600)
+                    if want_rounds:
+                        raw = make_raw(stack, repo, "trivial") if opts.wants("P1", "growth") else None
+                        if raw:
+                            raw.round(repo.head(), "raw-warmup-trivial")
+                        interval = session.sensor_interval()
+                        notes: list[str] = []
+                        rounds_from = time.time()
+                        rs = rounds(session, opts.rounds, _trivial_change(uuid.uuid4().hex[:6]), raw=raw,
+                                    jitter=float(interval or 5), expect={"fastapi"}, notes=notes)
+                        spacing = tick_spacing(session, rounds_from)
+                        where = phase_summary("trivial", rs)
+                        if "P1" in opts.parts:
+                            figures += p1_figures("trivial image (tests/fixtures/apps)", rs, where, notes)
+                        if "P2" in opts.parts:
+                            figures += p2_figures("polling", rs, 6.0, interval,
+                                                  f"{spacing}; each push at a random phase of the interval")
+                        if "P3" in opts.parts:
+                            figures.append(p3_figure("polling", rs))
+                        if raw:
+                            overheads[3] = med(r.overhead for r in rs)
+                            growth_detail[3] = (f"{len(rs)} rounds ({'/'.join(f'{r.overhead:.2f}' for r in rs)} s), "
+                                                f"the trivial session's P1 rounds")
+                    if "P6" in opts.parts:
+                        try:
+                            figures += idle(session, stack, opts.idle_seconds)
+                        except Exception as e:  # noqa: BLE001 - one part failing does not stop the others
+                            _session_error(session, e)
+                            figures.append(failed("P6", "idle CPU of the dagster dev tree, % of one core", "%", e, 3.0, "<"))
+                    if "P5" in opts.parts:
+                        try:
+                            figures += burst(session, stack, opts.burst_pushes, opts.burst_seconds)
+                        except Exception as e:  # noqa: BLE001
+                            _session_error(session, e)
+                            figures.append(failed("P5", "burst", "", e))
+            except Exception as e:  # noqa: BLE001
+                _session_error(session, e)
+                for part, label, unit in (("P1", "delivery / raw work, trivial image", "x"),
+                                          ("P2", "push -> run started, polling", "s"),
+                                          ("P3", "push -> Synced+Healthy, polling", "s"),
+                                          ("P6", "idle CPU, % of one core", "%"), ("P5", "burst", "")):
+                    if part in opts.parts and not any(f.id == part for f in figures):
+                        figures.append(failed(part, label, unit, e))
+
+        # -- real FastAPI image: P1 ---------------------------------------------------------------------
+        if "P1-real" in opts.parts:
+            session = None
+            try:
+                repo = make_source_repo(stack.git, real_apps=True)
+                init = repo.clone / "apps" / "fastapi" / "app" / "__init__.py"
+                base_text = init.read_text()
+                with DaemonSession(stack, "real", repo, apps=APPS, verify_soak=opts.verify_soak) as session:
+                    seed(session, timeout=1700)  # pip and npm inside the builds, from the network
+                    raw = make_raw(stack, repo, "real", member="app/__init__.py")
+                    raw.round(repo.head(), "raw-warmup-real")
+                    tag = uuid.uuid4().hex[:6]
+                    notes = []
+                    rs = rounds(session, opts.rounds,
+                                lambda i: {"apps/fastapi/app/__init__.py": base_text + f"# benchmark {tag} {i}\n"},
+                                raw=raw, jitter=float(session.sensor_interval() or 5), expect={"fastapi"}, notes=notes)
+                    where = phase_summary("real", rs)
+                    figures += p1_figures("real FastAPI image (apps/fastapi, source change)", rs, where, notes)
+            except Exception as e:  # noqa: BLE001
+                _session_error(session, e)
+                figures.append(failed("P1", "delivery / raw work, real FastAPI image", "x", e, 1.3, "<="))
+
+        # -- webhook: P2, P3 ----------------------------------------------------------------------------
+        if "P2-webhook" in opts.parts:
+            session = None
+            webhook = None
+            try:
+                repo = make_source_repo(stack.git)
+                ok, help_text = Webhook.available(os.environ)
+                if not ok:
+                    log(f"webhook: `coelho webhook` is not available: {help_text}")
+                    figures.append(unavailable("P2", "push -> run started (RUN_START), webhook", "s",
+                                               f"`python -m coelho_pipeline.cli webhook` fails: {help_text[:160]}"))
+                else:
+                    with DaemonSession(stack, "webhook", repo, apps=APPS, verify_soak=opts.verify_soak,
+                                       env={"COELHO_POLL_INTERVAL_SECONDS": "600"}) as session:
+                        webhook = Webhook(session)
+                        webhook.start(help_text)
+                        head = repo.head()
+                        webhook.post(repo.branch, "0" * 40, head)  # the first tick may already be on its way
+                        # The webhook launches runs without moving the cursor; with polling off it stays at the seed.
+                        seed(session, timeout=600, polling=False)
+                        interval = session.sensor_interval()
+                        notes = []
+                        rs = rounds(session, opts.rounds, _trivial_change(uuid.uuid4().hex[:6]), raw=None,
+                                    jitter=1.0, webhook=webhook, notes=notes)
+                        phase_summary("webhook", rs)
+                        extra = "; a GitLab push event posted right after each push" + "".join(f"; {n}" for n in notes)
+                        if interval is not None and interval < 600:
+                            extra += " (**COELHO_POLL_INTERVAL_SECONDS=600 did not take effect**)"
+                        figures += p2_figures("webhook", rs, 2.0, interval, extra)
+                        if "P3" in opts.parts:
+                            figures.append(p3_figure("webhook", rs))
+            except Exception as e:  # noqa: BLE001
+                _session_error(session, e)
+                if webhook is not None:
+                    log(f"webhook log:\n{webhook.log_tail()}")
+                figures.append(failed("P2", "push -> run started (RUN_START), webhook", "s", e, 2.0, "<="))
+            finally:
+                if webhook is not None:
+                    webhook.stop()
+
+        # -- growth: 10, 30 apps --------------------------------------------------------------------------
+        if "growth" in opts.parts:
+            for size in (s for s in opts.growth_sizes if s != 3 or 3 not in overheads):
+                session = None
+                try:
+                    names = extra_app_names(size)
+                    repo = make_source_repo(stack.git, values_rewrite=extra_apps_rewrite(names))
+                    apps = (*APPS, *names)
+                    image_values = {f"{App(n).values_key}.image": f"coelho-realtime-{App(n).component}" for n in names}
+                    with DaemonSession(stack, f"growth{size}", repo, apps=apps, image_values=image_values,
+                                       verify_soak=opts.verify_soak) as session:
+                        seed(session, timeout=1200)
+                        raw = make_raw(stack, repo, f"growth{size}")
+                        raw.round(repo.head(), f"raw-warmup-growth{size}")
+                        notes = []
+                        rs = rounds(session, opts.rounds, _trivial_change(uuid.uuid4().hex[:6]), raw=raw,
+                                    jitter=float(session.sensor_interval() or 5), expect={"fastapi"}, notes=notes)
+                        where = phase_summary(f"growth{size}", rs)
+                        overheads[size] = med(r.overhead for r in rs)
+                        growth_detail[size] = (f"{len(rs)} rounds ({'/'.join(f'{r.overhead:.2f}' for r in rs)} s); "
+                                               f"delivery {med(r.delivery.delivery for r in rs):.2f} s, "
+                                               f"raw {med(r.raw.total for r in rs if r.raw):.2f} s; {where}"
+                                               + (f"; {'; '.join(notes)}" if notes else ""))
+                except Exception as e:  # noqa: BLE001
+                    _session_error(session, e)
+                    overheads[size] = NAN
+                    growth_detail[size] = f"FAILED: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}"
+            for size in opts.growth_sizes:
+                if size in overheads:
+                    figures.append(Figure("growth", f"P1 overhead (delivery - raw), {size} apps, one changed",
+                                          overheads[size], "s", None, "", growth_detail.get(size, "")))
+            big = max(opts.growth_sizes)
+            if big != 3 and 3 in overheads and big in overheads:
+                figures.append(Figure("growth", f"overhead({big} apps) / overhead(3 apps)",
+                                      overheads[big] / overheads[3] if overheads[3] else NAN, "x", 1.5, "<=",
+                                      f"{overheads[big]:.2f} s / {overheads[3]:.2f} s (flat: the catalog's size "
+                                      "should not cost a one-app change)"))
+    log(f"done in {time.monotonic() - started:.0f} s")
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parser().parse_args(argv)
+    resolve(options, strict=True)  # a mistyped part name stops here, not after twenty minutes
+    figures = run(options)
+    print(table(figures))
+
+
+if __name__ == "__main__":
+    main()
