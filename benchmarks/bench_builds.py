@@ -182,7 +182,7 @@ def raw_build(api: docker.APIClient, bare: Path, sha: str, app: App, repository:
     t0 = time.perf_counter()
     # The pipeline has just built this very context: change main.py so the COPY layer is new here too,
     # and differently per app (three identical contexts would make the second and third cache hits).
-    context = bench_delivery.changed_context(bare, sha, app.context, f"print('raw {app.name} {label}')\n")
+    context = bench_delivery.changed_context(bare, sha, app.context, "main.py", f"print('raw {app.name} {label}')\n")
     bench_delivery.build(api, context, f"{repository}:{label}", BASE_IMAGES)
     bench_delivery.push(api, repository, label)
     return time.perf_counter() - t0

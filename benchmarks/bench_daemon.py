@@ -55,7 +55,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-import bench_delivery
 import daemon_stack as ds
 from bench_delivery import RAW_BRANCH, RawRound, RawWork
 from conftest import BASE_IMAGES, FIXTURES
@@ -186,22 +185,6 @@ def unavailable(id_: str, label: str, unit: str, why: str) -> Figure:
     return Figure(id_, label, NAN, unit, None, "", f"not available: {why}")
 
 
-class AppRawWork(RawWork):
-    """bench_delivery.RawWork for an app whose changed file is not ``main.py`` at the context root (the
-    real FastAPI's sources live in app/): the raw build replaces ``member`` instead, so its COPY layer
-    is as new as the pipeline's."""
-
-    member: str = "main.py"
-
-    def image(self, sha: str, label: str) -> tuple[float, float, float]:
-        original = bench_delivery._replace_member
-        bench_delivery._replace_member = lambda tar, _name, data: original(tar, self.member, data)
-        try:
-            return super().image(sha, label)
-        finally:
-            bench_delivery._replace_member = original
-
-
 def make_raw(stack: Stack, repo: SourceRepo, name: str, *, member: str = "main.py") -> RawWork:
     """RawWork on its own clone and branch of ``repo`` (its pushes never move the watched branch)."""
     clone = stack.tmp / f"{name}-raw-clone"
@@ -210,9 +193,8 @@ def make_raw(stack: Stack, repo: SourceRepo, name: str, *, member: str = "main.p
     services.git("push", "-q", "origin", f"HEAD:refs/heads/{RAW_BRANCH}", cwd=clone)
     application = (clone / "k3d" / "argocd" / "application.yaml").read_text()
     assert stack.client is not None
-    raw = AppRawWork(api=stack.client.api, source=repo, clone=clone, repository=f"{stack.prefix}/fastapi",
-                     build_args=BASE_IMAGES, overrides=argocd_helm_overrides(application))
-    raw.member = member
+    raw = RawWork(api=stack.client.api, source=repo, clone=clone, repository=f"{stack.prefix}/fastapi",
+                  build_args=BASE_IMAGES, overrides=argocd_helm_overrides(application), member=member)
     return raw
 
 

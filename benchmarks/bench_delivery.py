@@ -81,13 +81,15 @@ class RawWork:
     build_args: Mapping[str, str]
     overrides: dict[str, Any] = field(default_factory=dict)
     pushed: list[str] = field(default_factory=list)
+    # The file the raw build changes (the real FastAPI's sources live in app/, the fixture's at the root).
+    member: str = "main.py"
 
     def image(self, sha: str, label: str) -> tuple[float, float, float]:
         """git archive of apps/fastapi at ``sha``, docker build, push as ``:<label>``: (archive, build, push) s."""
         t0 = time.perf_counter()
         # The pipeline has just built this very context: an identical tar would be a layer-cache hit,
         # so the raw build changes main.py's text too, making its COPY layer as new as the pipeline's.
-        context = changed_context(self.source.bare, sha, "apps/fastapi", f"print('raw {label}')\n")
+        context = changed_context(self.source.bare, sha, "apps/fastapi", self.member, f"print('raw {label}')\n")
         t1 = time.perf_counter()
         ref = f"{self.repository}:{label}"
         build(self.api, context, ref, self.build_args)
@@ -121,18 +123,18 @@ class RawWork:
         return RawRound(archive, build, push, git_s, self.render(text))
 
 
-def changed_context(bare: Path, sha: str, context_path: str, main_py: str) -> bytes:
-    """``git archive`` of ``context_path`` at ``sha``, with main.py's text replaced (a new COPY layer)."""
+def changed_context(bare: Path, sha: str, context_path: str, member: str, text: str) -> bytes:
+    """``git archive`` of ``context_path`` at ``sha``, with ``member``'s text replaced (a new COPY layer)."""
     archive = subprocess.run(["git", "archive", "--format=tar", f"{sha}:{context_path}"], cwd=bare,
                              capture_output=True, check=True).stdout
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(archive)) as src, tarfile.open(fileobj=out, mode="w") as dst:
-        for member in src.getmembers():
-            payload = src.extractfile(member) if member.isfile() else None
-            if member.name == "main.py":
-                data = main_py.encode()
-                member.size, payload = len(data), io.BytesIO(data)
-            dst.addfile(member, payload)
+        for entry in src.getmembers():
+            payload = src.extractfile(entry) if entry.isfile() else None
+            if entry.name == member:
+                data = text.encode()
+                entry.size, payload = len(data), io.BytesIO(data)
+            dst.addfile(entry, payload)
     return out.getvalue()
 
 
