@@ -1,8 +1,9 @@
 """Where the assets' values are kept between steps and runs: pickles under the instance's storage.
 
 The layout is the one of Dagster's filesystem IO manager (``<base>/<asset key path>/<partition>``
-for an asset, ``<base>/<run id>/<step>/<output>`` for an op's output such as the runbook's), so values written before this manager existed still load when an old run is re-executed. Unlike
-that manager it adds no ``path`` metadata row to every materialization: the path is an internal
+for an asset, ``<base>/<run id>/<step>/<output>`` for an op's output such as the runbook's), so
+values written before this manager existed still load when an old run is re-executed. Unlike that
+manager it adds no ``path`` metadata row to every materialization: the path is an internal
 detail that only crowds the UI.
 """
 
