@@ -50,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_delivery  # noqa: E402
 import dagster as dg  # noqa: E402
 import docker  # noqa: E402
-from conftest import BASE_IMAGES, GitServer  # noqa: E402
+from conftest import BASE_IMAGES  # noqa: E402
 from figures import Figure, table  # noqa: E402
-from pipeline_harness import APPS, Pipeline, make_source_repo, materializations, settings_for  # noqa: E402
+from pipeline_harness import APPS, Pipeline, materializations, settings_for  # noqa: E402
 
 from coelho_pipeline.catalog import App  # noqa: E402
 from coelho_pipeline.dev import services  # noqa: E402
@@ -200,12 +200,7 @@ def measure(rounds: int) -> tuple[list[Delivery], object]:
             client.images.get(BASE_IMAGES["PYTHON_IMAGE"])
         except docker.errors.ImageNotFound:
             raise RuntimeError(f"{BASE_IMAGES['PYTHON_IMAGE']} is missing: run scripts/base-images.sh") from None
-        port = services.free_port()
-        started.append(services.start_registry(tmp / "registry", port))
-        git_port = services.free_port()
-        started.append(services.start_git_daemon(tmp / "git", git_port))
-        prefix = f"127.0.0.1:{port}/coelho"
-        repo = make_source_repo(GitServer(tmp / "git", git_port))
+        prefix, repo = bench_delivery.start_registry_and_source(tmp, started)
         out: list[Delivery] = []
         with dg.instance_for_test() as instance:
             pipeline = Pipeline(repo, settings_for(repo, prefix, tmp / "work", BASE_IMAGES), instance)

@@ -123,6 +123,16 @@ class RawWork:
         return RawRound(archive, build, push, git_s, self.render(text))
 
 
+def start_registry_and_source(tmp: Path, started: list[services.Service]) -> tuple[str, SourceRepo]:
+    """A registry and a git daemon on free ports (appended to ``started``, for the caller to stop) and
+    the fixture's source repository on it: (registry prefix, repository)."""
+    port = services.free_port()
+    started.append(services.start_registry(tmp / "registry", port))
+    git_port = services.free_port()
+    started.append(services.start_git_daemon(tmp / "git", git_port))
+    return f"127.0.0.1:{port}/coelho", make_source_repo(GitServer(tmp / "git", git_port))
+
+
 def changed_context(bare: Path, sha: str, context_path: str, member: str, text: str) -> bytes:
     """``git archive`` of ``context_path`` at ``sha``, with ``member``'s text replaced (a new COPY layer)."""
     archive = subprocess.run(["git", "archive", "--format=tar", f"{sha}:{context_path}"], cwd=bare,
@@ -264,12 +274,7 @@ def main(rounds: int) -> None:
     pushed: list[str] = []
     raw: RawWork | None = None
     try:
-        port = services.free_port()
-        started.append(services.start_registry(tmp / "registry", port))
-        git_port = services.free_port()
-        started.append(services.start_git_daemon(tmp / "git", git_port))
-        prefix = f"127.0.0.1:{port}/coelho"
-        repo = make_source_repo(GitServer(tmp / "git", git_port))
+        prefix, repo = start_registry_and_source(tmp, started)
 
         with dg.instance_for_test() as instance:
             pipeline = Pipeline(repo, settings_for(repo, prefix, tmp / "work", BASE_IMAGES), instance)
