@@ -1,5 +1,5 @@
-"""``coelho status | diff | sync [--force] | rollback <sha> | release``: run a runbook job on the running
-Dagster instance and print its report.
+"""``coelho status | diff | sync [--force] | rollback <sha> | release | metrics [--since DATE]``: run a
+runbook job on the running Dagster instance and print its report.
 
 The job is launched through the webserver's GraphQL API (``--url``, ``$COELHO_DAGSTER_URL``, default
 ``http://127.0.0.1:3070``), so it runs where the pipeline's settings and credentials are, and shows
@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from coelho_pipeline.errors import PipelineError
+from coelho_pipeline.insight.dora import parse_since
 from coelho_pipeline.kube import first_line
 
 DEFAULT_URL = "http://127.0.0.1:3070"
@@ -39,8 +40,8 @@ DEFAULT_RUN_TIMEOUT = 1800.0
 POLL_SECONDS = 1.0
 
 COMMANDS: Mapping[str, str] = {"status": "runbook_status", "diff": "runbook_diff", "sync": "runbook_sync",
-                               "rollback": "rollback", "release": "release_hold"}
-ROLLBACK_OP, RELEASE_OP = "rollback_commit", "lift_hold"
+                               "rollback": "rollback", "release": "release_hold", "metrics": "runbook_metrics"}
+ROLLBACK_OP, RELEASE_OP, METRICS_OP = "rollback_commit", "lift_hold", "delivery_metrics_report"
 SYNC_OP = "application_sync"
 REPORT = "report"
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
@@ -242,12 +243,12 @@ class DagsterClient:
 
 
 def run_command(command: str, *, url: str, force: bool = False, timeout: float = DEFAULT_RUN_TIMEOUT,
-                sha: str | None = None, reason: str | None = None,
+                sha: str | None = None, reason: str | None = None, since: str | None = None,
                 out: TextIO | None = None, err: TextIO | None = None, client: DagsterClient | None = None) -> int:
     """Launch the runbook job for ``command``, wait, print its report; returns the exit status.
 
     ``sha`` is the commit a rollback goes back to (the job's partition); ``reason`` is recorded
-    with the hold a rollback sets or a release lifts.
+    with the hold a rollback sets or a release lifts; ``since`` starts the window of ``metrics``.
     """
     out, err = out or sys.stdout, err or sys.stderr
     dagster = client or DagsterClient(url)
@@ -264,6 +265,13 @@ def run_command(command: str, *, url: str, force: bool = False, timeout: float =
         run_config = {"ops": {ROLLBACK_OP: {"config": {"reason": reason or "rolled back with coelho rollback"}}}}
     elif command == "release":
         run_config = {"ops": {RELEASE_OP: {"config": {"reason": reason or "released with coelho release"}}}}
+    elif command == "metrics" and since is not None:
+        try:
+            parse_since(since)
+        except ValueError as e:
+            print(f"coelho metrics: --{e}", file=err)
+            return EXIT_ERROR
+        run_config = {"ops": {METRICS_OP: {"config": {"since": since}}}}
     label = f"{command} --force" if force else command
     try:
         run_id = dagster.launch(job, run_config, tags)
@@ -286,8 +294,9 @@ def run_command(command: str, *, url: str, force: bool = False, timeout: float =
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coelho", description="The runbook: Argo CD status, diff and sync, run "
-                                     "as Dagster jobs on the running instance.")
+    parser = argparse.ArgumentParser(prog="coelho", description="The runbook: Argo CD status, diff and sync, "
+                                     "rollback, release and the delivery metrics, run as Dagster jobs on the "
+                                     "running instance.")
     parser.add_argument("--url", default=os.environ.get(URL_ENV) or DEFAULT_URL,
                         help=f"the Dagster webserver (default ${URL_ENV} or {DEFAULT_URL})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_RUN_TIMEOUT,
@@ -303,6 +312,9 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", help="why; recorded with the hold")
     release = sub.add_parser("release", help="lift the hold; the newest commit is delivered")
     release.add_argument("--reason", help="why; recorded with the release")
+    metrics = sub.add_parser("metrics", help="the DORA keys and the rework rate from the pipeline's records")
+    metrics.add_argument("--since", metavar="DATE",
+                         help="start of the window, YYYY-MM-DD (UTC) or an ISO 8601 time (default: 28 days ago)")
     webhook = sub.add_parser("webhook", help="receive GitLab/GitHub push events and start the delivery at once "
                              "(secret in $COELHO_WEBHOOK_SECRET)")
     webhook.add_argument("--listen", metavar="HOST:PORT",
@@ -323,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("coelho: --timeout must be positive", file=sys.stderr)
         return EXIT_ERROR
     return run_command(args.command, url=args.url, force=getattr(args, "force", False), timeout=args.timeout,
-                       sha=getattr(args, "sha", None), reason=getattr(args, "reason", None))
+                       sha=getattr(args, "sha", None), reason=getattr(args, "reason", None),
+                       since=getattr(args, "since", None))
 
 
 

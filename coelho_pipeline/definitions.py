@@ -9,13 +9,14 @@ import dagster as dg
 from coelho_pipeline.assets.deploy import argocd_sync
 from coelho_pipeline.assets.drift import live_state
 from coelho_pipeline.assets.images import build_image_assets
+from coelho_pipeline.assets.insight import delivery_metrics
 from coelho_pipeline.assets.manifest import build_helm_values, manifest_commit
 from coelho_pipeline.assets.rollback import release_hold, rollback_commit
 from coelho_pipeline.assets.source import source_commit
 from coelho_pipeline.catalog import apps_from_names, discover_apps
 from coelho_pipeline.config import ConfigError, Settings
 from coelho_pipeline.hold import delivery_hold
-from coelho_pipeline.jobs import deliver_commit, drift_check, rollback
+from coelho_pipeline.jobs import deliver_commit, delivery_insight, drift_check, rollback
 from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.images import ImageBuilderResource, RegistryResource
@@ -24,7 +25,7 @@ from coelho_pipeline.resources.storage import ValueStoreResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
 from coelho_pipeline.resources.verify import MetricCheckConfig, VerificationResource
 from coelho_pipeline.runbook_jobs import RUNBOOK_JOBS
-from coelho_pipeline.schedules import drift_check_schedule
+from coelho_pipeline.schedules import delivery_insight_schedule, drift_check_schedule
 from coelho_pipeline.sensors import build_git_push_sensor, delivery_failure_sensor
 
 
@@ -40,10 +41,10 @@ def build_definitions(settings: Settings, *, apps_root: Path | None = None) -> d
     )}
     return dg.Definitions(
         assets=[source_commit, build_image_assets(apps), build_helm_values(apps), manifest_commit, argocd_sync,
-                live_state, rollback_commit, delivery_hold],
-        jobs=[deliver_commit, drift_check, rollback, release_hold, *RUNBOOK_JOBS],
+                live_state, rollback_commit, delivery_hold, delivery_metrics],
+        jobs=[deliver_commit, drift_check, rollback, release_hold, delivery_insight, *RUNBOOK_JOBS],
         sensors=[build_git_push_sensor(settings.poll_interval), delivery_failure_sensor],
-        schedules=[drift_check_schedule],
+        schedules=[drift_check_schedule, delivery_insight_schedule],
         # One process per run, not per step: a step's start-up (imports, resources) cost seconds each.
         # Steps keep their own events, logs and retries in the UI.
         executor=dg.in_process_executor,

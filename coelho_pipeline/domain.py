@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+# A commit message with one of these is never delivered (the seed's CI convention).
+SKIP_MARKERS = ("[skip ci]", "[ci skip]")
+
 
 @dataclass(frozen=True)
 class CommitInfo:
@@ -18,6 +21,12 @@ class CommitInfo:
     @property
     def summary(self) -> str:
         return self.message.splitlines()[0] if self.message else ""
+
+
+def is_pipeline_commit(commit: CommitInfo, pipeline_email: str) -> bool:
+    """The pipeline's own manifest commits must never trigger another delivery (the loop guard), nor
+    count as changes that reached production."""
+    return commit.author_email == pipeline_email or any(m in commit.message for m in SKIP_MARKERS)
 
 
 @dataclass(frozen=True)

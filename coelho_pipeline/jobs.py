@@ -25,3 +25,9 @@ rollback = dg.define_asset_job(
     tags=WRITER_TAGS,
     description="Roll back to this partition's delivery (a new commit), sync Argo CD to it, and hold.",
 )
+
+delivery_insight = dg.define_asset_job(
+    "delivery_insight",
+    selection=dg.AssetSelection.assets("delivery_metrics"),
+    description="Compute the DORA keys and the rework rate from the instance's delivery records, with plots.",
+)

@@ -1,4 +1,5 @@
-"""The runbook as Dagster jobs: ``runbook_status``, ``runbook_diff``, ``runbook_sync`` (config ``force``).
+"""The runbook as Dagster jobs: ``runbook_status``, ``runbook_diff``, ``runbook_sync`` (config ``force``),
+``runbook_metrics`` (config ``since``).
 
 Each job is one op whose output carries the report as markdown metadata (``report``), which the
 UI shows on the run and the ``coelho`` console script prints. None of them writes to Git, so they
@@ -12,13 +13,16 @@ import dagster as dg
 
 from coelho_pipeline.argocd import ArgoCDClient, ArgoCDError
 from coelho_pipeline.errors import RETRY_POLICY, failure
+from coelho_pipeline.assets.insight import environment_report
 from coelho_pipeline.hold import current_hold
+from coelho_pipeline.insight.dora import parse_since
 from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.git import GitResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
 from coelho_pipeline.runbook import NO_CLUSTER, RunbookError, diff_application, read_status, sync_to_head
 
-__all__ = ["RUNBOOK_JOBS", "RUNBOOK_TAG", "SyncConfig", "runbook_diff", "runbook_status", "runbook_sync"]
+__all__ = ["RUNBOOK_JOBS", "RUNBOOK_TAG", "MetricsConfig", "SyncConfig", "runbook_diff", "runbook_metrics",
+           "runbook_status", "runbook_sync"]
 
 # Every runbook run carries this tag (value = the command), to find them on the Runs page.
 RUNBOOK_TAG = "coelho/runbook"
@@ -28,6 +32,11 @@ REPORT = "report"  # the output metadata key holding the markdown
 class SyncConfig(dg.Config):
     force: bool = False
     """Hard refresh, then sync with Replace=true and apply --force, as ``argocd app sync --force``."""
+
+
+class MetricsConfig(dg.Config):
+    since: str | None = None
+    """Start of the window: ``YYYY-MM-DD`` (UTC) or an ISO 8601 time; default 28 days ago."""
 
 
 def _client(argocd: ArgoCDResource) -> ArgoCDClient:
@@ -113,6 +122,20 @@ def application_sync(context: dg.OpExecutionContext, config: SyncConfig, argocd:
     })
 
 
+@dg.op(out=dg.Out(str, description="The delivery insight report, markdown."))
+def delivery_metrics_report(context: dg.OpExecutionContext, config: MetricsConfig, argocd: ArgoCDResource,
+                            target: DeliveryTargetResource) -> Iterator[dg.Output[str]]:
+    """The ``delivery_metrics`` table for any window, without materializing the asset."""
+    try:
+        since = parse_since(config.since) if config.since else None
+    except ValueError as e:
+        raise dg.Failure(str(e), allow_retries=False) from e
+    report = environment_report(context.instance, argocd, target, since=since)
+    markdown = report.markdown()
+    yield dg.Output(markdown, metadata={REPORT: dg.MetadataValue.md(markdown), "since": report.since.isoformat(),
+                                        "deliveries": report.deliveries, "deployments": report.deployments})
+
+
 @dg.job(tags={RUNBOOK_TAG: "status"}, description="Runbook: the Application's status, history and resources.")
 def runbook_status() -> None:
     application_status()
@@ -129,4 +152,10 @@ def runbook_sync() -> None:
     application_sync()
 
 
-RUNBOOK_JOBS = (runbook_status, runbook_diff, runbook_sync)
+@dg.job(tags={RUNBOOK_TAG: "metrics"},
+        description="Runbook: the DORA keys and the rework rate for a window (config since), from the records.")
+def runbook_metrics() -> None:
+    delivery_metrics_report()
+
+
+RUNBOOK_JOBS = (runbook_status, runbook_diff, runbook_sync, runbook_metrics)

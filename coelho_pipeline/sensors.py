@@ -18,7 +18,7 @@ from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_FAILURE_REASON
 
 from coelho_pipeline import auto_rollback
 from coelho_pipeline.auto_rollback import DEPLOY_FAILURE_KEY
-from coelho_pipeline.domain import CommitInfo
+from coelho_pipeline.domain import CommitInfo, is_pipeline_commit
 from coelho_pipeline.hold import Hold, current_hold
 from coelho_pipeline.jobs import WRITER_TAGS, deliver_commit, rollback
 from coelho_pipeline.notify import Notification
@@ -28,7 +28,6 @@ from coelho_pipeline.resources.git import GitError, GitRemote, GitResource
 from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.verify import VerificationResource
 
-SKIP_MARKERS = ("[skip ci]", "[ci skip]")
 SENSOR_NAME = "git_push_sensor"
 DEFAULT_POLL_SECONDS = 4.0  # see Settings.poll_interval
 SOURCE_SHA_TAG = "coelho/source-sha"
@@ -45,11 +44,6 @@ SENSOR_GIT_TIMEOUT_SECONDS = 45.0
 # Why Dagster ended a run without a step failure: the run never ran to the end, so nothing about the
 # commit was judged. (None: marked failed from outside, e.g. the code server saw its worker die.)
 _LOST_REASONS = frozenset({None, "UNEXPECTED_TERMINATION", "START_TIMEOUT", "RUN_WORKER_RESTART", "UNKNOWN"})
-
-
-def is_pipeline_commit(commit: CommitInfo, pipeline_email: str) -> bool:
-    """The pipeline's own manifest commits must never trigger another delivery (the loop guard)."""
-    return commit.author_email == pipeline_email or any(m in commit.message for m in SKIP_MARKERS)
 
 
 def build_git_push_sensor(poll_interval_seconds: float = DEFAULT_POLL_SECONDS) -> dg.SensorDefinition:

@@ -29,7 +29,8 @@ def test_the_graph_tells_the_delivery_story(loaded: dg.Definitions) -> None:
     graph = loaded.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "source_commit", "image/fastapi", "image/kafka_producers", "image/sveltekit",
-        "helm_values", "manifest_commit", "argocd_sync", "live_state", "rollback_commit", "delivery_hold"}
+        "helm_values", "manifest_commit", "argocd_sync", "live_state", "rollback_commit", "delivery_hold",
+        "delivery_metrics"}
     upstream = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                 for k in graph.get_all_asset_keys()}
     assert upstream["image/fastapi"] == ["source_commit"]
@@ -37,6 +38,9 @@ def test_the_graph_tells_the_delivery_story(loaded: dg.Definitions) -> None:
     assert upstream["manifest_commit"] == ["helm_values", "source_commit"]
     assert upstream["argocd_sync"] == ["manifest_commit"]
     assert graph.get(dg.AssetKey("rollback_commit")).group_name == "ops"  # the way back is not a delivery
+    # The insight reads what deliveries and rollbacks recorded; it is never part of a delivery run.
+    assert upstream["delivery_metrics"] == ["argocd_sync", "rollback_commit"]
+    assert graph.get(dg.AssetKey("delivery_metrics")).group_name == "insight"
     specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
     checks = {(spec.asset_key.to_user_string(), spec.name): spec.blocking for spec in specs}
     assert checks == {("helm_values", "tags_exist_in_registry"): True,
@@ -51,6 +55,11 @@ def test_automation_and_the_single_writer(loaded: dg.Definitions) -> None:
     assert loaded.resolve_sensor_def("git_push_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     schedule = loaded.resolve_schedule_def("drift_check_schedule")
     assert schedule.job_name == "drift_check" and schedule.cron_schedule == "*/10 * * * *"
+    weekly = loaded.resolve_schedule_def("delivery_insight_schedule")
+    assert (weekly.job_name, weekly.cron_schedule, weekly.execution_timezone) == ("delivery_insight", "0 6 * * 1", "UTC")
+    assert weekly.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert [k.to_user_string() for k in loaded.resolve_job_def("delivery_insight").asset_layer.selected_asset_keys] \
+        == ["delivery_metrics"]
     instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": MANIFEST_WRITER_TAG, "limit": 1} in limits

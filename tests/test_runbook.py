@@ -1,4 +1,4 @@
-"""The runbook (status, diff, sync [--force]) as Dagster jobs and as the `coelho` console script.
+"""The runbook (status, diff, sync [--force], metrics) as Dagster jobs and as the `coelho` console script.
 
 In process: a real git daemon remote, kmock with the Argo CD controller double (tests/argocd_double.py,
 a TEST DOUBLE, not Argo CD), the chart rendered with Helm's engine, the jobs merged into the
@@ -325,3 +325,13 @@ def test_cli_status_sync_force_diff_rollback_and_release_through_dagster_dev(dag
     released = coelho(port, "release", "--reason", "fixed")
     assert released.returncode == 0, released.stderr
     assert "Released the hold (held since" in released.stdout
+
+    # The seed's delivery and newer's, rolled back: 2 deliveries, 3 deployments (with the rollback's).
+    metrics = coelho(port, "metrics")
+    assert metrics.returncode == 0, metrics.stderr
+    assert "2 deliveries, 3 deployments." in metrics.stdout
+    assert "| change failure rate | 50.0% | low | 1 of 2 deliveries failed (rolled back 1) |" in metrics.stdout
+    assert "| rework rate | 33.3% | - | 1 of 3 deployments: 1 rollback(s), 0 fix(es) after a failure |" in metrics.stdout
+    future = coelho(port, "metrics", "--since", "2099-01-01")
+    assert future.returncode == 0, future.stderr
+    assert "0 deliveries, 0 deployments." in future.stdout and "| change failure rate | no data |" in future.stdout

@@ -8,11 +8,13 @@ revision Argo CD reached still deploys this delivery's images, or newer ones.
 """
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from coelho_pipeline.argocd import ArgoCDClient, SyncFailed, SyncTimeout
 from coelho_pipeline.auto_rollback import DEPLOY_FAILURE_KEY, DeployFailure
+from coelho_pipeline.delivery.deployed import DEPLOYED_COMMITS_KEY, SYNCED_AT_KEY, deployed_commits, previous_revision
 from coelho_pipeline.delivery.sync import plan_sync
 from coelho_pipeline.domain import ManifestCommit
 from coelho_pipeline.errors import RETRY_POLICY, failure
@@ -63,6 +65,9 @@ def argocd_sync(
         yield dg.AssetCheckResult(check_name=ROLLOUT_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
                                   description=NOT_VERIFIED, metadata={"outcome": "not verified"})
         return
+    metadata.update(record_deployed_commits(context, git.remote(), target, manifest_commit,
+                                            application=str(metadata["application"]),
+                                            revision=str(metadata["revision"])))
     try:
         report = verify_deployment(context, argocd, verification)
     except dg.Failure as e:
@@ -121,6 +126,7 @@ def sync_and_wait(context: dg.AssetExecutionContext, argocd: ArgoCDResource, rem
         except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
             raise failure(e) from e
     status = result.status
+    synced_at = datetime.now(UTC)
     if result.reached_via:
         context.log.info(f"{application} reached {result.reached_via}, which still deploys this delivery")
     return {
@@ -134,8 +140,27 @@ def sync_and_wait(context: dg.AssetExecutionContext, argocd: ArgoCDResource, rem
         "health": status.health_status or "",
         "operation": status.operation_phase or "",
         "seconds_to_converge": round(result.seconds, 2),
+        SYNCED_AT_KEY: synced_at.isoformat(),
         "images": ", ".join(status.images),
     }
+
+
+def record_deployed_commits(context: dg.AssetExecutionContext, remote: GitRemote, target: DeliveryTargetResource,
+                            commit: ManifestCommit, *, application: str, revision: str) -> dict[str, object]:
+    """The source commits this deployment brought to production (see delivery.deployed), as metadata.
+
+    The delivery is deployed by now: a git error here costs the per-commit record (lead time then
+    counts the source commit alone), never the delivery."""
+    try:
+        previous = previous_revision(context.instance, application, run_id=context.run.run_id)
+        commits = deployed_commits(remote, target.catalog(), previous=previous, revision=revision,
+                                   source=remote.commit_info(commit.source_sha))
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        context.log.warning(f"the commits this deployment brought could not be read ({type(e).__name__}: {e}); "
+                            "lead time counts the source commit only")
+        return {}
+    return {DEPLOYED_COMMITS_KEY: dg.MetadataValue.json([c.to_json() for c in commits]),
+            "commits_deployed": len(commits)}
 
 
 def preflight_queries(context: dg.AssetExecutionContext, verification: VerificationResource) -> None:

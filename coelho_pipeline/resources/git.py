@@ -21,7 +21,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -186,6 +186,21 @@ class GitRemote:
                 return [_commit_info(c) for c in repo.iter_commits(f"{old}..{new}", topo_order=True,
                                                                      max_count=limit)]
             return [_commit_info(repo.commit(new))]
+
+    def touched(self, old: str | None, new: str, paths: Sequence[str], *, limit: int = 200) -> dict[str, list[str]]:
+        """For each commit in ``old..new`` (just ``new`` without ``old``), which of ``paths`` it changed.
+
+        One ``git log`` for the whole range; a commit that changed none of them is not listed.
+        """
+        with self._repo() as clone:
+            commits = [f"{old}..{new}"] if old and _has_commit(clone.repo, old) else ["-1", new]
+            out = clone.repo.git.log(f"-n{limit}", "--format=%x1e%H", "--name-only", *commits, "--", *paths)
+        touched: dict[str, list[str]] = {}
+        for record in out.split("\x1e"):
+            sha, *files = record.strip().splitlines() or [""]
+            if sha:
+                touched[sha] = [p for p in paths if any(f == p or f.startswith(p.rstrip("/") + "/") for f in files)]
+        return touched
 
     def history(self, head: str, *, limit: int = 200) -> list[CommitInfo]:
         """``head`` and its ancestors, newest first (topological), at most ``limit`` of them."""
