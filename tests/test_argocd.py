@@ -35,6 +35,7 @@ from argocd_fixtures import (  # noqa: F401 - fixtures
 )
 from kubernetes.client import ApiException, AppsV1Api
 
+from coelho_pipeline.dev import services
 from coelho_pipeline.resources.argocd import (
     REFRESH_ANNOTATION,
     ApplicationNotFound,
@@ -494,21 +495,12 @@ def test_double_serves_another_process(argocd_double: ArgoCDControllerDouble, de
 
 def test_double_over_git_daemon(deploy_repo: DeployRepo, make_argocd_double: Callable[..., ArgoCDControllerDouble],
                                 make_argocd_client: Callable[..., ArgoCDClient]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = deploy_repo.bare.parent
-    daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}", f"--base-path={base}",
-         "--export-all", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    # A service stopped by its PID, SIGKILL after the grace period: a git daemon that is slow to
+    # exit on SIGTERM (a connection still being served) must not fail the test.
+    port = services.free_port()
+    daemon = services.start_git_daemon(deploy_repo.bare.parent, port)
     try:
         url = f"git://127.0.0.1:{port}/{deploy_repo.bare.name}"
-        deadline = time.monotonic() + 10
-        while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "git daemon did not come up"
-            time.sleep(0.05)
         client = make_argocd_client(make_argocd_double(manifest=application_manifest(url)))
         sha = deploy_repo.commit_tags("over-git-daemon")
         client.refresh()
@@ -517,8 +509,7 @@ def test_double_over_git_daemon(deploy_repo: DeployRepo, make_argocd_double: Cal
             sorted(deploy_repo.images("over-git-daemon").values())
         )
     finally:
-        daemon.terminate()
-        daemon.wait(10)
+        daemon.stop(timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,8 +590,9 @@ def test_wait_timeout_is_deterministic_on_a_fake_clock() -> None:
     client, api, clock = scripted_client([app_obj(health="Progressing")])
     with pytest.raises(SyncTimeout) as exc:
         client.wait_synced(revision="a" * 40, timeout=10, poll_interval=2)
-    assert clock.sleeps == [2, 2, 2, 2, 2]
-    assert api.gets == 6
+    # Every 0.1 s for 2 s, then doubling up to poll_interval; the last pause ends at the deadline.
+    assert clock.sleeps == pytest.approx([0.1] * 20 + [0.2, 0.4, 0.8, 1.6, 2, 2, 1.0])
+    assert api.gets == 28
     assert exc.value.status is not None and exc.value.status.health_status == "Progressing"
     assert "within 10s" in str(exc.value) and "health=Progressing" in str(exc.value)
 
@@ -619,7 +611,7 @@ def test_wait_walks_the_a5_sequence() -> None:
                 reconciled="2025-01-01T12:00:12Z"),                                          # done
     ])
     result = client.wait_synced(revision=rev, timeout=60, poll_interval=1)
-    assert api.gets == 5 and result.seconds == 4
+    assert api.gets == 5 and result.seconds == pytest.approx(0.4)
     assert api.patches == [{"metadata": {"annotations": {REFRESH_ANNOTATION: "normal"}}}]  # the guard's refresh
 
 

@@ -43,6 +43,10 @@ if TYPE_CHECKING:  # the kubernetes package takes ~0.4 s to import: loaded when 
 GROUP = "argoproj.io"
 VERSION = "v1alpha1"
 PLURAL = "applications"
+# The sync wait reads every FAST_POLL_SECONDS for its first FAST_PHASE_SECONDS, then backs off
+# (see wait_synced).
+FAST_POLL_SECONDS = 0.1
+FAST_PHASE_SECONDS = 2.0
 
 # (connect, read) seconds for every Kubernetes API request. Reads of one object answer in
 # milliseconds; the read bound is generous for a loaded apiserver and still far below a sync wait.
@@ -346,10 +350,14 @@ class ArgoCDClient:
         *,
         revision: str,
         timeout: float,
-        poll_interval: float = 0.5,
+        poll_interval: float = 2.0,
         accepts: Acceptance | None = None,
     ) -> SyncResult:
         """Poll until the Application is Synced and Healthy at ``revision``.
+
+        Reads come every 0.1 s for the first 2 s (a small sync is over in well under a second),
+        then twice as far apart each time up to ``poll_interval``, so a long one is not read more
+        often than that.
 
         ``accepts(other)`` decides whether another revision the Application reached counts as
         ``revision`` (the branch moved during the wait: a descendant that still deploys what this
@@ -382,6 +390,7 @@ class ArgoCDClient:
         last_reason: str | None = None
         last_error: ArgoCDError | None = None
         memo: dict[str, str | None] = {}
+        pause = min(FAST_POLL_SECONDS, poll_interval)
 
         def accepted(other: str) -> str | None:
             if accepts is None:
@@ -426,7 +435,9 @@ class ArgoCDClient:
             now = self._clock()
             if now >= deadline:
                 break
-            self._sleep(min(poll_interval, max(deadline - now, 0.0)))
+            self._sleep(min(pause, max(deadline - now, 0.0)))
+            if self._clock() - start >= FAST_PHASE_SECONDS:
+                pause = min(pause * 2, poll_interval)
 
         if last is not None and verdict is not None and verdict.kind == "unhealthy":
             raise SyncFailed(
