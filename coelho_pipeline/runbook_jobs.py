@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import dagster as dg
 
 from coelho_pipeline.argocd import ArgoCDClient, ArgoCDError
-from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.assets.insight import environment_report
+from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.hold import current_hold
 from coelho_pipeline.insight.dora import parse_since
 from coelho_pipeline.resources.argocd import ArgoCDResource
