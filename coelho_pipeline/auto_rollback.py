@@ -23,6 +23,7 @@ from enum import Enum
 import dagster as dg
 
 from coelho_pipeline.hold import current_hold
+from coelho_pipeline.targets import Target
 
 # Key of the failure metadata that says what kind of deploy failure a step reports.
 DEPLOY_FAILURE_KEY = "deploy_failure"
@@ -50,17 +51,18 @@ class Decision:
     reason: str
 
 
-def decide(instance: dg.DagsterInstance, run: dg.DagsterRun, failure_kind: str | None, *,
+def decide(instance: dg.DagsterInstance, target: Target, run: dg.DagsterRun, failure_kind: str | None, *,
            writer_tags: Mapping[str, str], now: float | None = None) -> Decision:
-    """Whether to roll back after ``run`` (a failed delivery) failed with ``failure_kind``."""
+    """Whether to roll back after ``run`` (a failed delivery of ``target``) failed with ``failure_kind``;
+    ``writer_tags`` are those of the target's deliveries and rollbacks (jobs.delivery_tags)."""
     now = time.time() if now is None else now
     sha = run.tags.get("dagster/partition") or ""
-    if run.job_name != "deliver_commit":
+    if run.job_name != target.delivery_job:
         return Decision(None, f"run {run.run_id} is not a delivery ({run.job_name}): a rollback is never rolled back")
     if failure_kind not in {k.value for k in DeployFailure}:
         return Decision(None, f"the delivery of {sha or run.run_id} failed before anything new ran in the cluster "
                               "(no sync, health or verification failure): nothing to roll back")
-    hold = current_hold(instance)
+    hold = current_hold(instance, target)
     if hold is not None and hold.held:
         return Decision(None, f"deliveries are already {hold.describe()}: not rolling back again")
     others = [r for r in instance.get_runs(dg.RunsFilter(tags=dict(writer_tags), statuses=_IN_FLIGHT), limit=5)
@@ -74,17 +76,17 @@ def decide(instance: dg.DagsterInstance, run: dg.DagsterRun, failure_kind: str |
     if now - ended > STALE_AFTER_SECONDS:
         return Decision(None, f"the failure of {sha} ended {now - ended:.0f}s ago: stale, not acted on")
     for key in ("argocd_sync", "rollback_commit"):
-        latest = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+        latest = instance.fetch_materializations(target.key(key), limit=1).records
         if latest and latest[0].timestamp > started and latest[0].run_id != run.run_id:
             return Decision(None, f"{key} of {latest[0].partition_key} reached the cluster after this delivery "
                                   f"started: the failure of {sha} is stale")
     # A version someone already rolled back from is not a target, however well it verified.
     rejected = set()
-    for record in instance.fetch_materializations(dg.AssetKey("rollback_commit"), limit=VERIFIED_LOOKBACK).records:
+    for record in instance.fetch_materializations(target.key("rollback_commit"), limit=VERIFIED_LOOKBACK).records:
         value = record.asset_materialization.metadata.get("rolled_back_from") if record.asset_materialization else None
         if value is not None and value.value:
             rejected.add(str(value.value))
-    for candidate in instance.fetch_materializations(dg.AssetKey("argocd_sync"), limit=VERIFIED_LOOKBACK).records:
+    for candidate in instance.fetch_materializations(target.key("argocd_sync"), limit=VERIFIED_LOOKBACK).records:
         md = candidate.asset_materialization.metadata if candidate.asset_materialization else {}
         outcome = md.get("verification")
         if (candidate.partition_key and candidate.partition_key not in (sha, *rejected)
@@ -97,7 +99,8 @@ def decide(instance: dg.DagsterInstance, run: dg.DagsterRun, failure_kind: str |
                              if rejected else "") + ": nothing to roll back to")
 
 
-def still_current(instance: dg.DagsterInstance, failed_run_id: str, deployed_source: str | None) -> str | None:
+def still_current(instance: dg.DagsterInstance, target: Target, failed_run_id: str,
+                  deployed_source: str | None) -> str | None:
     """Why an auto-rollback requested for ``failed_run_id`` must not write any more, or None.
 
     Checked by the rollback itself, when it runs: between the decision and the rollback a newer
@@ -111,7 +114,7 @@ def still_current(instance: dg.DagsterInstance, failed_run_id: str, deployed_sou
                 "failure, so this auto-rollback would undo it")
     record = instance.get_run_record_by_id(failed_run_id)
     ended = _ended(record) if record else 0.0
-    latest = instance.fetch_materializations(dg.AssetKey("argocd_sync"), limit=1).records
+    latest = instance.fetch_materializations(target.key("argocd_sync"), limit=1).records
     if latest and latest[0].timestamp > ended:
         return (f"argocd_sync of {latest[0].partition_key} reached the cluster after the failure of {sha}: "
                 "this auto-rollback is stale")

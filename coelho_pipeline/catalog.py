@@ -12,11 +12,14 @@ class App:
     """One deliverable app, found at ``apps/<name>/Dockerfile``."""
 
     name: str  # directory under apps/, e.g. "kafka_producers"
+    # Overrides from a targets file (coelho_pipeline.targets); empty means the convention below.
+    build_context: str = ""
+    values_key_path: str = ""  # may be dotted, e.g. "coelho.fastapi"
 
     @property
     def context(self) -> str:
         """Build context, relative to the repository root."""
-        return f"apps/{self.name}"
+        return self.build_context or f"apps/{self.name}"
 
     @property
     def image(self) -> str:
@@ -25,7 +28,9 @@ class App:
 
     @property
     def values_key(self) -> str:
-        """Top-level key of the app's block in values.yaml (Helm's camelCase convention)."""
+        """Key path of the app's block in values.yaml: top-level, Helm's camelCase, unless overridden."""
+        if self.values_key_path:
+            return self.values_key_path
         head, *rest = self.name.replace("-", "_").split("_")
         return head + "".join(part.title() for part in rest)
 

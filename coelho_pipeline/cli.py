@@ -29,9 +29,11 @@ import requests
 from coelho_pipeline.errors import PipelineError
 from coelho_pipeline.insight.dora import parse_since
 from coelho_pipeline.kube import first_line
+from coelho_pipeline.targets import TargetNames
 
 DEFAULT_URL = "http://127.0.0.1:3070"
 URL_ENV = "COELHO_DAGSTER_URL"
+TARGET_ENV = "COELHO_TARGET"
 # (connect, read) seconds per GraphQL request; a launch waits for the code server, hence the read bound.
 HTTP_TIMEOUT: tuple[float, float] = (5.0, 60.0)
 # Run monitoring's max_runtime_seconds in dagster.yaml: a rollback's sync wait, rollout wait and soak
@@ -40,7 +42,8 @@ DEFAULT_RUN_TIMEOUT = 1800.0
 POLL_SECONDS = 1.0
 
 COMMANDS: Mapping[str, str] = {"status": "runbook_status", "diff": "runbook_diff", "sync": "runbook_sync",
-                               "rollback": "rollback", "release": "release_hold", "metrics": "runbook_metrics"}
+                               "rollback": "rollback", "release": "release_hold", "metrics": "runbook_metrics",
+                               "promote": "promote"}
 ROLLBACK_OP, RELEASE_OP, METRICS_OP = "rollback_commit", "lift_hold", "delivery_metrics_report"
 SYNC_OP = "application_sync"
 REPORT = "report"
@@ -177,8 +180,14 @@ class DagsterClient:
         for repo in result["nodes"]:
             if any(j["name"] == job for j in repo["jobs"]):
                 return repo["location"]["name"], repo["name"]
+        base = job.split("__", 1)[0]
+        scoped = sorted(j["name"].split("__", 1)[1].replace("__", "/") for repo in result["nodes"]
+                        for j in repo["jobs"] if j["name"].startswith(f"{base}__"))
+        if scoped:
+            raise CliError(f"no job {job} at {self.shown_url}: the pipeline delivers to several targets; give "
+                           f"--target with one of {', '.join(scoped)}")
         raise CliError(f"no code location at {self.shown_url} has the job {job}; are the runbook jobs "
-                       "registered in the definitions (coelho_pipeline.runbook_jobs.RUNBOOK_JOBS)?")
+                       "registered in the definitions (coelho_pipeline.runbook_jobs.build_runbook_jobs)?")
 
     def launch(self, job: str, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         location, repository = self.find_job(job)
@@ -244,34 +253,51 @@ class DagsterClient:
 
 def run_command(command: str, *, url: str, force: bool = False, timeout: float = DEFAULT_RUN_TIMEOUT,
                 sha: str | None = None, reason: str | None = None, since: str | None = None,
-                out: TextIO | None = None, err: TextIO | None = None, client: DagsterClient | None = None) -> int:
+                target: str | None = None, out: TextIO | None = None, err: TextIO | None = None,
+                client: DagsterClient | None = None) -> int:
     """Launch the runbook job for ``command``, wait, print its report; returns the exit status.
 
     ``sha`` is the commit a rollback goes back to (the job's partition); ``reason`` is recorded
-    with the hold a rollback sets or a release lifts; ``since`` starts the window of ``metrics``.
+    with the hold a rollback sets or a release lifts; ``since`` starts the window of ``metrics``;
+    ``target`` (``project/environment``) picks the target when the pipeline has several.
     """
     out, err = out or sys.stdout, err or sys.stderr
+    try:
+        names = TargetNames.parse(target)
+    except ValueError as e:
+        print(f"coelho: --target: {e}", file=err)
+        return EXIT_ERROR
     dagster = client or DagsterClient(url)
-    job = COMMANDS[command]
+    job = names.name(COMMANDS[command])
     tags = {"coelho/runbook": command, "coelho/launched-by": "coelho-cli"}
     run_config: dict[str, Any] = {}
     if command == "sync":
-        run_config = {"ops": {SYNC_OP: {"config": {"force": force}}}}
+        run_config = {"ops": {names.name(SYNC_OP): {"config": {"force": force}}}}
     elif command == "rollback":
         if not sha or len(sha) != 40:
             print("coelho rollback: give the full 40-hex SHA of the delivered commit to go back to", file=err)
             return EXIT_ERROR
         tags["dagster/partition"] = sha
-        run_config = {"ops": {ROLLBACK_OP: {"config": {"reason": reason or "rolled back with coelho rollback"}}}}
+        run_config = {"ops": {names.asset_op(ROLLBACK_OP): {"config": {
+            "reason": reason or "rolled back with coelho rollback"}}}}
+    elif command == "promote":
+        if not sha or len(sha) != 40:
+            print("coelho promote: give the full 40-hex SHA of the commit whose verified delivery to promote",
+                  file=err)
+            return EXIT_ERROR
+        if names.project is None:
+            print("coelho promote: give --target project/environment, the environment to promote to", file=err)
+            return EXIT_ERROR
+        tags["dagster/partition"] = sha
     elif command == "release":
-        run_config = {"ops": {RELEASE_OP: {"config": {"reason": reason or "released with coelho release"}}}}
+        run_config = {"ops": {names.name(RELEASE_OP): {"config": {"reason": reason or "released with coelho release"}}}}
     elif command == "metrics" and since is not None:
         try:
             parse_since(since)
         except ValueError as e:
             print(f"coelho metrics: --{e}", file=err)
             return EXIT_ERROR
-        run_config = {"ops": {METRICS_OP: {"config": {"since": since}}}}
+        run_config = {"ops": {names.name(METRICS_OP): {"config": {"since": since}}}}
     label = f"{command} --force" if force else command
     try:
         run_id = dagster.launch(job, run_config, tags)
@@ -286,6 +312,10 @@ def run_command(command: str, *, url: str, force: bool = False, timeout: float =
         for line in result.errors or ("no step error recorded",):
             print(line, file=err)
         return EXIT_ERROR
+    if result.report is None and command == "promote":
+        # A promotion is a delivery: its record is the run's materializations, not a runbook report.
+        out.write(f"promoted {sha} to {target}: run {run_id} succeeded ({dagster.shown_url}/runs/{run_id})\n")
+        return EXIT_OK
     if result.report is None:
         print(f"coelho {label}: run {run_id} succeeded without a report", file=err)
         return EXIT_ERROR
@@ -299,6 +329,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "running instance.")
     parser.add_argument("--url", default=os.environ.get(URL_ENV) or DEFAULT_URL,
                         help=f"the Dagster webserver (default ${URL_ENV} or {DEFAULT_URL})")
+    parser.add_argument("--target", default=os.environ.get(TARGET_ENV) or None, metavar="PROJECT/ENVIRONMENT",
+                        help=f"which target's job to run, when COELHO_TARGETS lists several (default ${TARGET_ENV})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_RUN_TIMEOUT,
                         help=f"seconds to wait for the run (default {DEFAULT_RUN_TIMEOUT:g})")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +342,9 @@ def _parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="roll back to an earlier delivered commit and hold deliveries")
     rollback.add_argument("sha", help="the full SHA of the source commit whose delivery to bring back")
     rollback.add_argument("--reason", help="why; recorded with the hold")
+    promote = sub.add_parser("promote", help="promote a delivery verified upstream to --target's environment "
+                             "(promotion: manual); nothing is built")
+    promote.add_argument("sha", help="the full SHA of the source commit whose delivery to promote")
     release = sub.add_parser("release", help="lift the hold; the newest commit is delivered")
     release.add_argument("--reason", help="why; recorded with the release")
     metrics = sub.add_parser("metrics", help="the DORA keys and the rework rate from the pipeline's records")
@@ -330,13 +365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "webhook":
         from coelho_pipeline import webhook  # imports this module
 
-        return webhook.main(listen=args.listen, url=args.webhook_url or args.url)
+        return webhook.main(listen=args.listen, url=args.webhook_url or args.url, target=args.target)
     if args.timeout <= 0:
         print("coelho: --timeout must be positive", file=sys.stderr)
         return EXIT_ERROR
     return run_command(args.command, url=args.url, force=getattr(args, "force", False), timeout=args.timeout,
                        sha=getattr(args, "sha", None), reason=getattr(args, "reason", None),
-                       since=getattr(args, "since", None))
+                       since=getattr(args, "since", None), target=args.target)
 
 
 

@@ -43,6 +43,9 @@ class Settings:
     kube_context: str | None = None
     sync_timeout: float = 600.0
     apps: tuple[str, ...] = ()
+    # COELHO_TARGETS, resolved: a file of projects and environments (coelho_pipeline.targets) that
+    # replaces COELHO_GIT_URL; git_url is then "".
+    targets_file: str | None = None
     build_args: Mapping[str, str] = field(default_factory=dict)
     build_network: str | None = None
     workdir: str = ""
@@ -77,26 +80,25 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
+        targets = get("COELHO_TARGETS")
         git_url = get("COELHO_GIT_URL")
-        if not git_url:
-            raise ConfigError("COELHO_GIT_URL is not set: give the URL of the source repository to watch")
-        _check_git_url(git_url)
+        if targets and git_url:
+            # Two sources of truth for the remote: say which one wins rather than guess.
+            raise ConfigError("COELHO_TARGETS and COELHO_GIT_URL are both set: use one or the other (the targets "
+                              "file describes the projects, each with its own git_url)")
         git_token = get("COELHO_GIT_TOKEN")
-        if git_token and urlsplit(git_url).scheme == "http" and not is_loopback(urlsplit(git_url).hostname):
-            # Basic auth over plain HTTP is readable by anyone on the path; loopback never leaves the host.
-            raise ConfigError(
-                f"COELHO_GIT_TOKEN is set but COELHO_GIT_URL={_redacted(git_url)!r} is plain http:// to a "
-                "non-loopback host: use https:// (the token would travel unencrypted)"
-            )
+        if targets:
+            git_url = ""  # the targets file names the remotes; it is validated when loaded
+        elif not git_url:
+            raise ConfigError("COELHO_GIT_URL is not set: give the URL of the source repository to watch")
+        else:
+            _check_git_url(git_url)
+            if git_token:
+                _check_token_transport(git_url)
         branch = get("COELHO_GIT_BRANCH") or "master"
-        if not _BRANCH_RE.match(branch):
-            raise ConfigError(f"COELHO_GIT_BRANCH={branch!r} is not a valid branch name")
+        _check_branch(branch)
         registry = (get("COELHO_REGISTRY") or cls.registry).rstrip("/")
-        if not _REGISTRY_RE.match(registry):
-            raise ConfigError(
-                f"COELHO_REGISTRY={registry!r} is not an image prefix like 127.0.0.1:5000/coelho "
-                "(host[:port] followed by lower-case path components)"
-            )
+        _check_registry(registry)
         username, password = get("COELHO_REGISTRY_USERNAME"), get("COELHO_REGISTRY_PASSWORD")
         if bool(username) != bool(password):
             missing = "COELHO_REGISTRY_PASSWORD" if username else "COELHO_REGISTRY_USERNAME"
@@ -136,6 +138,7 @@ class Settings:
             parse_webhooks(notify_webhooks)  # a bad value stops the code location, naming the variable
         return cls(
             git_url=git_url,
+            targets_file=str(Path(targets).resolve()) if targets else None,
             git_branch=branch,
             git_token=git_token,
             registry=registry,
@@ -236,36 +239,65 @@ def _metric_checks(text: str | None) -> tuple[MetricCheck, ...]:
 _SECRET_QUERY_RE = re.compile(r"token|passw|secret|auth|credential|api[_-]?key|signature|^sig$|^key$", re.I)
 
 
-def _check_git_url(url: str) -> None:
+# The validators below take the names used in their messages: the COELHO_* variable by default, a
+# "file:line: key" location when coelho_pipeline.targets checks a targets file.
+
+
+def _check_git_url(url: str, name: str = "COELHO_GIT_URL", token: str = "COELHO_GIT_TOKEN") -> None:
+    """``token`` is where the message tells the user to put the credential instead."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
-        raise ConfigError(f"COELHO_GIT_URL={_redacted(url)!r} is not a valid URL") from None
+        raise ConfigError(f"{name}={_redacted(url)!r} is not a valid URL") from None
     if parts.scheme in ("http", "https", "git", "ssh", "file") and (parts.netloc or parts.scheme == "file"):
         if parts.scheme in ("http", "https") and (parts.username or parts.password):
             # A token or password in the URL would end up in logs and .git/config; COELHO_GIT_TOKEN is for that.
-            raise ConfigError("COELHO_GIT_URL must not embed credentials; put the token in COELHO_GIT_TOKEN")
+            raise ConfigError(f"{name} must not embed credentials; put the token in {token}")
         if parts.password is not None:
             # ssh://user@host is how ssh names the login; a password there is a secret in plain text.
             raise ConfigError(
-                f"COELHO_GIT_URL must not embed a password ({parts.scheme}://user:***@...): "
-                "use ssh://user@host with a key, or https:// with COELHO_GIT_TOKEN"
+                f"{name} must not embed a password ({parts.scheme}://user:***@...): "
+                f"use ssh://user@host with a key, or https:// with {token}"
             )
         secret_keys = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
                               if _SECRET_QUERY_RE.search(k)})
         if secret_keys:
             raise ConfigError(
-                f"COELHO_GIT_URL must not carry a credential in its query string ({', '.join(secret_keys)}=***): "
-                "put the token in COELHO_GIT_TOKEN"
+                f"{name} must not carry a credential in its query string ({', '.join(secret_keys)}=***): "
+                f"put the token in {token}"
             )
         return
     if not parts.scheme and (Path(url).is_absolute() or re.match(r"^[\w.-]+@[\w.-]+:", url)):
         return
     raise ConfigError(
-        f"COELHO_GIT_URL={_redacted(url)!r} is not a Git URL "
+        f"{name}={_redacted(url)!r} is not a Git URL "
         "(expected http(s)://, git://, ssh://, file:// or an absolute path)"
     )
+
+
+def _check_token_transport(url: str, name: str = "COELHO_GIT_URL", token: str = "COELHO_GIT_TOKEN") -> None:
+    """Refuses sending a token (``token`` names where it comes from) over plain http:// off this host."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        # Basic auth over plain HTTP is readable by anyone on the path; loopback never leaves the host.
+        raise ConfigError(
+            f"{token} is set but {name}={_redacted(url)!r} is plain http:// to a "
+            "non-loopback host: use https:// (the token would travel unencrypted)"
+        )
+
+
+def _check_branch(branch: str, name: str = "COELHO_GIT_BRANCH") -> None:
+    if not _BRANCH_RE.match(branch):
+        raise ConfigError(f"{name}={branch!r} is not a valid branch name")
+
+
+def _check_registry(registry: str, name: str = "COELHO_REGISTRY") -> None:
+    if not _REGISTRY_RE.match(registry):
+        raise ConfigError(
+            f"{name}={registry!r} is not an image prefix like 127.0.0.1:5000/coelho "
+            "(host[:port] followed by lower-case path components)"
+        )
 
 
 def _redacted(url: str) -> str:

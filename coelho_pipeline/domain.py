@@ -38,6 +38,8 @@ class AppPlan:
     rebuild: bool
     reason: str
     repository: str = ""  # where the image is pushed: <COELHO_REGISTRY>/<image>
+    # Taken over from the environment it is promoted from: not built, but its tag is written.
+    promoted: bool = False
 
 
 @dataclass(frozen=True)

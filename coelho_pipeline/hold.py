@@ -12,15 +12,20 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-HOLD_KEY = dg.AssetKey("delivery_hold")
+from coelho_pipeline.targets import Target
 
-delivery_hold = dg.AssetSpec(
-    HOLD_KEY,
-    group_name="ops",
-    kinds={"git"},
-    description="Held after a rollback: new commits are recorded but not delivered until release_hold runs. "
-                "Its latest materialization is the current state.",
-)
+HOLD_ASSET = "delivery_hold"
+
+
+def delivery_hold(target: Target) -> dg.AssetSpec:
+    """The hold of one target: a rollback in one environment holds that environment only."""
+    return dg.AssetSpec(
+        target.key(HOLD_ASSET),
+        group_name=target.name("ops"),
+        kinds={"git"},
+        description=f"Held after a rollback: new commits are recorded but not delivered until "
+                    f"{target.name('release_hold')} runs. Its latest materialization is the current state.",
+    )
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,9 @@ class Hold:
         return f"released at {self.since} by {self.by}: {self.reason}"
 
 
-def current_hold(instance: dg.DagsterInstance) -> Hold | None:
-    """The latest hold event, or None when no hold was ever set."""
-    records = instance.fetch_materializations(HOLD_KEY, limit=1).records
+def current_hold(instance: dg.DagsterInstance, target: Target) -> Hold | None:
+    """The latest hold event of ``target``, or None when no hold was ever set."""
+    records = instance.fetch_materializations(target.key(HOLD_ASSET), limit=1).records
     if not records or records[0].asset_materialization is None:
         return None
     record = records[0]
@@ -50,19 +55,20 @@ def current_hold(instance: dg.DagsterInstance) -> Hold | None:
                 storage_id=record.storage_id)
 
 
-def refuse_if_held(instance: dg.DagsterInstance, sha: str) -> None:
+def refuse_if_held(instance: dg.DagsterInstance, target: Target, sha: str) -> None:
     """A delivery step refuses while held: whatever started it (the sensor, a manual run, a step
     materialized alone from the UI), automation must not redeploy what a rollback took back."""
-    hold = current_hold(instance)
+    hold = current_hold(instance, target)
     if hold is not None and hold.held:
-        raise dg.Failure(f"delivery of {sha} refused: deliveries are {hold.describe()}. Run release_hold to "
-                         "deliver again.", allow_retries=False)
+        raise dg.Failure(f"delivery of {sha} refused: deliveries are {hold.describe()}. Run "
+                         f"{target.name('release_hold')} to deliver again.", allow_retries=False)
 
 
-def hold_event(*, held: bool, by: str, reason: str, rolled_back_to: str = "") -> dg.AssetMaterialization:
+def hold_event(target: Target, *, held: bool, by: str, reason: str,
+               rolled_back_to: str = "") -> dg.AssetMaterialization:
     """The materialization that sets (``held``) or releases the hold."""
     hold = Hold(held, datetime.now(timezone.utc).isoformat(timespec="seconds"), by, reason, rolled_back_to)
-    return dg.AssetMaterialization(asset_key=HOLD_KEY, metadata={
+    return dg.AssetMaterialization(asset_key=target.key(HOLD_ASSET), metadata={
         "held": held,
         "since": hold.since,
         "by": by,

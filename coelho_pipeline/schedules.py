@@ -2,19 +2,23 @@
 
 import dagster as dg
 
-from coelho_pipeline.jobs import delivery_insight, drift_check
+from coelho_pipeline.jobs import TargetJobs
+from coelho_pipeline.targets import Target
 
-drift_check_schedule = dg.ScheduleDefinition(
-    name="drift_check_schedule",
-    job=drift_check,
-    cron_schedule="*/10 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
 
-delivery_insight_schedule = dg.ScheduleDefinition(
-    name="delivery_insight_schedule",
-    job=delivery_insight,
-    cron_schedule="0 6 * * 1",  # Mondays, 06:00 UTC: last week's figures at the start of the next
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
+def build_schedules(target: Target, jobs: TargetJobs) -> list[dg.ScheduleDefinition]:
+    return [
+        dg.ScheduleDefinition(
+            name=target.name("drift_check_schedule"),
+            job=jobs.drift_check,
+            cron_schedule="*/10 * * * *",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+        dg.ScheduleDefinition(
+            name=target.name("delivery_insight_schedule"),
+            job=jobs.delivery_insight,
+            cron_schedule="0 6 * * 1",  # Mondays, 06:00 UTC: last week's figures at the start of the next
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+    ]

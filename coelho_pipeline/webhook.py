@@ -47,10 +47,10 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG, SENSOR_N
 from coelho_pipeline.cli import DEFAULT_URL, LAUNCH, URL_ENV, DagsterClient
 from coelho_pipeline.config import Settings
 from coelho_pipeline.errors import PipelineError
-from coelho_pipeline.jobs import deliver_commit
 from coelho_pipeline.kube import first_line
 from coelho_pipeline.loopback import is_loopback
 from coelho_pipeline.sensors import SENSOR_NAME, SOURCE_SHA_TAG
+from coelho_pipeline.targets import TargetNames
 
 SECRET_ENV = "COELHO_WEBHOOK_SECRET"
 LISTEN_ENV = "COELHO_WEBHOOK_LISTEN"
@@ -58,7 +58,7 @@ BRANCH_ENV = "COELHO_GIT_BRANCH"
 DEFAULT_LISTEN = "127.0.0.1:3071"
 DEFAULT_BRANCH = Settings.git_branch  # the branch the pipeline watches when COELHO_GIT_BRANCH is unset
 
-JOB_NAME = deliver_commit.name
+JOB_NAME = "deliver_commit"  # the single target's delivery job (see targets.Target.name)
 TRIGGER_TAG = "coelho/trigger"
 
 # A push event of a few thousand commits stays far below this; anything bigger is not a push.
@@ -670,8 +670,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def main(*, listen: str | None = None, url: str | None = None, env: Mapping[str, str] | None = None,
-         err: TextIO | None = None, log: Log = stderr_log) -> int:
-    """Serves until SIGTERM or SIGINT; 0 after a clean stop, 2 when it cannot start."""
+         err: TextIO | None = None, log: Log = stderr_log, target: str | None = None) -> int:
+    """Serves until SIGTERM or SIGINT; 0 after a clean stop, 2 when it cannot start.
+
+    ``target`` (``project/environment``): whose push sensor to evaluate when COELHO_TARGETS lists
+    several; one receiver per project, each with its project's branch in COELHO_GIT_BRANCH."""
     env = os.environ if env is None else env
     err = err or sys.stderr
     secret = env.get(SECRET_ENV, "").strip()
@@ -685,10 +688,16 @@ def main(*, listen: str | None = None, url: str | None = None, env: Mapping[str,
     except ValueError as e:
         print(f"coelho webhook: --listen/{LISTEN_ENV}: {e}", file=err)
         return EXIT_ERROR
+    try:
+        names = TargetNames.parse(target)
+    except ValueError as e:
+        print(f"coelho webhook: --target: {e}", file=err)
+        return EXIT_ERROR
     branch = env.get(BRANCH_ENV, "").strip() or DEFAULT_BRANCH
     client = DagsterClient(url or env.get(URL_ENV, "").strip() or DEFAULT_URL)
+    trigger = DagsterTrigger(client, sensor=names.name(SENSOR_NAME), job=names.name(JOB_NAME))
     try:
-        server = WebhookServer((host, port), secret=secret, trigger=DagsterTrigger(client), branch=branch, log=log)
+        server = WebhookServer((host, port), secret=secret, trigger=trigger, branch=branch, log=log)
     except OSError as e:
         print(f"coelho webhook: cannot listen on {host}:{port}: {e.strerror or e}", file=err)
         return EXIT_ERROR

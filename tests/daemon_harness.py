@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import requests
+
+from coelho_pipeline.dev import services
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RUN_TIMEOUT = 240
 
@@ -62,3 +70,27 @@ def wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float = RU
             return run
         time.sleep(1)
     raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+
+
+@contextmanager
+def dagster_dev_with_targets(tmp_path: Path, targets: Path, *, docker_host: str, base_images: Mapping[str, str],
+                             kubeconfig: Path) -> Iterator[tuple[dg.DagsterInstance, int]]:
+    """`dagster dev` (webserver + daemon, sqlite) configured by a targets file, as a user with several
+    projects runs it: no COELHO_GIT_URL, every per-project setting in the file; yields (instance, port)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COELHO_")}
+    env.update({
+        "DAGSTER_HOME": str(home), "DOCKER_HOST": docker_host, "COELHO_TARGETS": str(targets),
+        "COELHO_BUILD_NETWORK": "host", "COELHO_BUILD_ARGS": " ".join(f"{k}={v}" for k, v in base_images.items()),
+        "COELHO_WORKDIR": str(tmp_path / "work"), "KUBECONFIG": str(kubeconfig), "COELHO_SYNC_TIMEOUT": "60",
+        "COELHO_VERIFY_SOAK_SECONDS": "1", "COELHO_VERIFY_INTERVAL_SECONDS": "0.25", "COELHO_ROLLOUT_TIMEOUT": "20",
+    })
+    port = services.free_port()
+    service = services.start_dagster_dev(project_dir=REPO_ROOT, env=env, port=port, log_path=tmp_path / "dagster.log")
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance, port
+    finally:
+        service.stop(timeout=30)

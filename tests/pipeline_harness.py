@@ -13,10 +13,20 @@ import dagster as dg
 from coelho_pipeline.config import Settings
 from coelho_pipeline.definitions import build_definitions
 from coelho_pipeline.dev import services
+from coelho_pipeline.jobs import build_jobs
+from coelho_pipeline.sensors import build_delivery_failure_sensor, build_git_push_sensor
+from coelho_pipeline.targets import Environment, Project, Target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 APPS = ("fastapi", "kafka_producers", "sveltekit")
+# The one target of a pipeline configured by COELHO_* variables: what the policy and sensor tests
+# that build no Definitions name their instance records and resources by.
+_DEFAULT_ENVIRONMENT = Environment(name="default", argocd_app="coelho-realtime")
+SINGLE_TARGET = Target(Project(name="default", git_url="", apps=(), environments=(_DEFAULT_ENVIRONMENT,)),
+                       _DEFAULT_ENVIRONMENT)
+git_push_sensor = build_git_push_sensor(SINGLE_TARGET, build_jobs(SINGLE_TARGET))
+delivery_failure_sensor = build_delivery_failure_sensor(SINGLE_TARGET, build_jobs(SINGLE_TARGET))
 DEV = {"GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@coelho-realtime.local",
        "GIT_COMMITTER_NAME": "Dev", "GIT_COMMITTER_EMAIL": "dev@coelho-realtime.local"}
 

@@ -12,9 +12,12 @@ import pytest
 from coelho_pipeline import auto_rollback
 from coelho_pipeline.auto_rollback import AUTO_ROLLBACK_TAG, DeployFailure, decide, still_current
 from coelho_pipeline.hold import hold_event
-from coelho_pipeline.jobs import MANIFEST_WRITER_TAG, WRITER_TAGS
+from coelho_pipeline.jobs import delivery_tags
+from pipeline_harness import SINGLE_TARGET
 
 GOOD, BAD, FAILED = "a" * 40, "b" * 40, "c" * 40
+# What the delivery and rollback jobs of the target carry: the in-flight guard looks for them.
+TAGS = delivery_tags(SINGLE_TARGET)
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def delivered(instance, sha: str, verification: str) -> None:
 def failed_run(instance, sha: str = FAILED, *, job: str = "deliver_commit", status=dg.DagsterRunStatus.FAILURE,
                tags: dict | None = None) -> dg.DagsterRun:
     run = dg.DagsterRun(job_name=job, run_id=str(uuid.uuid4()), status=status,
-                        tags={"dagster/partition": sha, MANIFEST_WRITER_TAG: "main", **(tags or {})})
+                        tags={"dagster/partition": sha, **TAGS, **(tags or {})})
     instance.add_run(run)
     return run
 
@@ -41,7 +44,7 @@ def test_rolls_back_to_the_newest_delivery_that_passed_verification(instance) ->
     delivered(instance, GOOD, "passed")
     delivered(instance, BAD, "inconclusive")  # not verified: skipped
     run = failed_run(instance)
-    decision = decide(instance, run, DeployFailure.DEGRADED.value, writer_tags=WRITER_TAGS)
+    decision = decide(instance, SINGLE_TARGET, run, DeployFailure.DEGRADED.value, writer_tags=TAGS)
     assert decision.target == GOOD
     assert decision.reason == f"the delivery of {FAILED} degraded: rolling back to {GOOD}, the last verified delivery"
 
@@ -50,27 +53,27 @@ def test_the_failed_delivery_itself_is_never_the_target(instance) -> None:
     delivered(instance, GOOD, "passed")
     delivered(instance, FAILED, "passed")  # an earlier, verified delivery of the same commit
     run = failed_run(instance)
-    assert decide(instance, run, DeployFailure.VERIFICATION.value, writer_tags=WRITER_TAGS).target == GOOD
+    assert decide(instance, SINGLE_TARGET, run, DeployFailure.VERIFICATION.value, writer_tags=TAGS).target == GOOD
 
 
 @pytest.mark.parametrize("kind", [None, "build failed"])
 def test_a_failure_before_anything_ran_in_the_cluster_is_not_rolled_back(instance, kind) -> None:
     delivered(instance, GOOD, "passed")
-    decision = decide(instance, failed_run(instance), kind, writer_tags=WRITER_TAGS)
+    decision = decide(instance, SINGLE_TARGET, failed_run(instance), kind, writer_tags=TAGS)
     assert decision.target is None and "nothing to roll back" in decision.reason
 
 
 def test_a_rollback_is_never_rolled_back(instance) -> None:
     delivered(instance, GOOD, "passed")
     run = failed_run(instance, job="rollback", tags={AUTO_ROLLBACK_TAG: "x"})
-    decision = decide(instance, run, DeployFailure.SYNC.value, writer_tags=WRITER_TAGS)
+    decision = decide(instance, SINGLE_TARGET, run, DeployFailure.SYNC.value, writer_tags=TAGS)
     assert decision.target is None and "a rollback is never rolled back" in decision.reason
 
 
 def test_not_while_held(instance) -> None:
     delivered(instance, GOOD, "passed")
-    instance.report_runless_asset_event(hold_event(held=True, by="rollback to aaaa", reason="bad"))
-    decision = decide(instance, failed_run(instance), DeployFailure.SYNC.value, writer_tags=WRITER_TAGS)
+    instance.report_runless_asset_event(hold_event(SINGLE_TARGET, held=True, by="rollback to aaaa", reason="bad"))
+    decision = decide(instance, SINGLE_TARGET, failed_run(instance), DeployFailure.SYNC.value, writer_tags=TAGS)
     assert decision.target is None and "already held since" in decision.reason
 
 
@@ -78,7 +81,7 @@ def test_not_while_another_delivery_is_in_flight(instance) -> None:
     delivered(instance, GOOD, "passed")
     run = failed_run(instance)
     failed_run(instance, "d" * 40, status=dg.DagsterRunStatus.STARTED)
-    decision = decide(instance, run, DeployFailure.SYNC.value, writer_tags=WRITER_TAGS)
+    decision = decide(instance, SINGLE_TARGET, run, DeployFailure.SYNC.value, writer_tags=TAGS)
     assert decision.target is None and "another delivery is in flight (deliver_commit dddddddddddd" in decision.reason
 
 
@@ -86,7 +89,7 @@ def test_a_failure_that_ended_long_ago_is_stale(instance) -> None:
     delivered(instance, GOOD, "passed")
     run = failed_run(instance)
     later = time.time() + auto_rollback.STALE_AFTER_SECONDS + 60
-    decision = decide(instance, run, DeployFailure.SYNC.value, writer_tags=WRITER_TAGS, now=later)
+    decision = decide(instance, SINGLE_TARGET, run, DeployFailure.SYNC.value, writer_tags=TAGS, now=later)
     assert decision.target is None and "stale" in decision.reason
 
 
@@ -95,13 +98,13 @@ def test_a_failure_superseded_by_a_newer_delivery_is_stale(instance) -> None:
     run = failed_run(instance)
     time.sleep(0.01)
     delivered(instance, "e" * 40, "passed")  # reached the cluster after the failed run started
-    decision = decide(instance, run, DeployFailure.SYNC.value, writer_tags=WRITER_TAGS)
+    decision = decide(instance, SINGLE_TARGET, run, DeployFailure.SYNC.value, writer_tags=TAGS)
     assert decision.target is None and "is stale" in decision.reason
 
 
 def test_without_an_earlier_verified_delivery_there_is_nothing_to_roll_back_to(instance) -> None:
     delivered(instance, BAD, "failed")
-    decision = decide(instance, failed_run(instance), DeployFailure.SYNC.value, writer_tags=WRITER_TAGS)
+    decision = decide(instance, SINGLE_TARGET, failed_run(instance), DeployFailure.SYNC.value, writer_tags=TAGS)
     assert decision.target is None and "no earlier delivery passed verification" in decision.reason
 
 
@@ -112,16 +115,16 @@ def test_a_version_someone_rolled_back_from_is_never_the_target(instance) -> Non
         "rollback_commit", partition=GOOD, metadata={"rolled_back_from": BAD}))
     time.sleep(0.01)
     run = failed_run(instance)
-    decision = decide(instance, run, DeployFailure.SYNC.value, writer_tags=WRITER_TAGS)
+    decision = decide(instance, SINGLE_TARGET, run, DeployFailure.SYNC.value, writer_tags=TAGS)
     assert decision.target == GOOD
 
 
 def test_the_rollback_refuses_when_a_newer_delivery_landed_after_the_decision(instance) -> None:
     delivered(instance, GOOD, "passed")
     run = failed_run(instance)
-    assert still_current(instance, run.run_id, deployed_source=FAILED) is None
-    assert "now deploys " + "d" * 40 in still_current(instance, run.run_id, deployed_source="d" * 40)
+    assert still_current(instance, SINGLE_TARGET, run.run_id, deployed_source=FAILED) is None
+    assert "now deploys " + "d" * 40 in still_current(instance, SINGLE_TARGET, run.run_id, deployed_source="d" * 40)
     time.sleep(0.01)
     delivered(instance, "d" * 40, "passed")
-    assert "is stale" in still_current(instance, run.run_id, deployed_source=FAILED)
-    assert "gone from the instance" in still_current(instance, "no-such-run", deployed_source=None)
+    assert "is stale" in still_current(instance, SINGLE_TARGET, run.run_id, deployed_source=FAILED)
+    assert "gone from the instance" in still_current(instance, SINGLE_TARGET, "no-such-run", deployed_source=None)

@@ -62,7 +62,8 @@ def test_automation_and_the_single_writer(loaded: dg.Definitions) -> None:
         == ["delivery_metrics"]
     instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert {"key": MANIFEST_WRITER_TAG, "limit": 1} in limits
+    # Per value: one writer per project, two projects side by side (the single target's value is "main").
+    assert {"key": MANIFEST_WRITER_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
     assert instance["concurrency"]["pools"]["default_limit"] == 1  # the git_manifest pool
 
 

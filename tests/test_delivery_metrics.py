@@ -23,7 +23,7 @@ from coelho_pipeline.dev import services
 from coelho_pipeline.insight.dora import LEAD_TIME_BANDS, NO_DATA, band, compute, parse_since
 from coelho_pipeline.insight.history import Delivery, Deployment, History, read_history
 from coelho_pipeline.insight.plot import plot_png
-from pipeline_harness import DEV, Pipeline, make_source_repo, materializations, settings_for
+from pipeline_harness import DEV, SINGLE_TARGET, Pipeline, make_source_repo, materializations, settings_for
 
 APPLICATION = "argocd/coelho-realtime"
 T = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -38,7 +38,7 @@ def commit(sha: str, at: datetime, *apps: str) -> DeployedCommit:
 
 def test_an_empty_history_and_a_single_delivery_give_no_data_not_zero() -> None:
     with dg.instance_for_test() as instance:
-        empty = compute(read_history(instance, APPLICATION), apps=["fastapi"])
+        empty = compute(read_history(instance, SINGLE_TARGET, APPLICATION), apps=["fastapi"])
     assert empty.deliveries == 0 and all(f.value is None and f.text == NO_DATA for f in empty.figures)
     assert "0 deliveries in the window; at least 2 are needed" in empty.markdown()
 

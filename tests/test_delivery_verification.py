@@ -15,7 +15,7 @@ import pytest
 from coelho_pipeline.auto_rollback import AUTO_ROLLBACK_TAG
 from coelho_pipeline.rollout.prometheus import PrometheusClient
 from coelho_pipeline.rollout.verify import MetricCheck
-from coelho_pipeline.sensors import delivery_failure_sensor
+from pipeline_harness import delivery_failure_sensor
 from pipeline_harness import Pipeline, make_source_repo, materializations, settings_for
 
 pytestmark = pytest.mark.docker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,32 @@ def test_a_token_authenticates_over_http_and_never_travels_in_urls(repo, tmp_pat
     assert not any(token in line for line in server.requests)
     config = (tmp_path / "authed" / "repo.git" / "config").read_text()
     assert token not in config and "extraheader" not in config.lower()
+
+
+def test_with_several_environments_on_the_branch_each_finds_only_its_own_commits(repo, remote: GitRemote,
+                                                                                   tmp_path: Path) -> None:
+    dev = replace(remote, values_file="k3d/helm/values-dev.yaml")
+    prod = GitRemote(url=repo.url, branch="master", cache_dir=tmp_path / "prod-cache",
+                     values_file="k3d/helm/values-prod.yaml")
+    source = repo.head()
+    tip = remote.fetch()
+    # Written before the branch carried a second environment: no Values-File trailer; its file says whose.
+    before = remote.commit_file(base_sha=tip, path="k3d/helm/values-dev.yaml", text="dev: 1\n",
+                                message=f"Update image tags to {source} [skip ci]\n\nSource-Commit: {source}\n")
+    remote.push(before)
+    remote.fetch()
+    promoted = remote.commit_file(
+        base_sha=before, path="k3d/helm/values-prod.yaml", text="prod: 1\n",
+        message=f"Promote {source} from dev to prod [skip ci]\n\nSource-Commit: {source}\nPromoted-From: dev\n"
+                "Values-File: k3d/helm/values-prod.yaml\n")
+    remote.push(promoted)
+    for r in (dev, prod, remote):
+        r.fetch()
+    assert dev.find_manifest_commit(source) == before
+    assert prod.find_manifest_commit(source) == promoted
+    assert remote.find_manifest_commit(source) == promoted  # one environment on the branch: any of ours
+    assert dev.last_delivered_source() == prod.last_delivered_source() == source
+    other = GitRemote(url=repo.url, branch="master", cache_dir=tmp_path / "qa-cache",
+                      values_file="k3d/helm/values-qa.yaml")
+    other.fetch()
+    assert other.find_manifest_commit(source) is None and other.last_delivered_source() is None

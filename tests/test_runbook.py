@@ -32,7 +32,6 @@ from coelho_pipeline.runbook import (
     compare_object,
     desired_objects,
 )
-from coelho_pipeline.runbook_jobs import RUNBOOK_JOBS
 from daemon_harness import wait_for_run
 from pipeline_harness import APPS, REPO_ROOT, make_source_repo, settings_for
 
@@ -45,8 +44,8 @@ SERVED = {"ConfigMap": "v1/configmaps", "Service": "v1/services", "ServiceAccoun
 
 
 def with_runbook(settings: Settings) -> dg.Definitions:
-    """The pipeline's Definitions plus the runbook jobs (definitions.py registers them separately)."""
-    return dg.Definitions.merge(build_definitions(settings), dg.Definitions(jobs=list(RUNBOOK_JOBS)))
+    """The pipeline's Definitions, runbook jobs included."""
+    return build_definitions(settings)
 
 
 def output_metadata(result: dg.ExecuteInProcessResult) -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 from coelho_pipeline.dev import services
 from coelho_pipeline.resources.git import GitResource
-from coelho_pipeline.sensors import git_push_sensor
+from pipeline_harness import git_push_sensor
 from pipeline_harness import DEV, make_source_repo, settings_for
 from coelho_pipeline.definitions import build_definitions
 

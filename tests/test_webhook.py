@@ -496,7 +496,7 @@ def test_the_graphql_documents_are_valid_against_the_installed_schema() -> None:
 
 def test_the_names_match_the_pipeline_and_dagster() -> None:
     from coelho_pipeline.config import Settings
-    from coelho_pipeline.sensors import git_push_sensor
+    from pipeline_harness import git_push_sensor
 
     assert git_push_sensor.name == webhook.SENSOR_NAME == "git_push_sensor"
     assert git_push_sensor.job_name == webhook.JOB_NAME == "deliver_commit"

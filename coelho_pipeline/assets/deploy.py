@@ -20,6 +20,7 @@ from coelho_pipeline.domain import ManifestCommit
 from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.notify import Notification
 from coelho_pipeline.partitions import source_commits
+from coelho_pipeline.resources import TargetResources, required_keys
 from coelho_pipeline.resources.argocd import ArgoCDError, ArgoCDResource
 from coelho_pipeline.resources.git import GitRemote, GitResource
 from coelho_pipeline.resources.notify import NotifierResource
@@ -28,36 +29,47 @@ from coelho_pipeline.resources.verify import VerificationResource
 from coelho_pipeline.rollout.prometheus import PrometheusError
 from coelho_pipeline.rollout.verify import Outcome, RolloutReport, verify_rollout
 from coelho_pipeline.rollout.workloads import WorkloadReader
+from coelho_pipeline.targets import Target
 
 ROLLOUT_CHECK = "rollout_verified"
 NOT_VERIFIED = "not verified: no cluster is configured, so nothing was deployed"
 
 
-@dg.asset(
-    partitions_def=source_commits,
-    group_name="delivery",
-    kinds={"kubernetes"},
-    output_required=False,
-    retry_policy=RETRY_POLICY,
-    check_specs=[dg.AssetCheckSpec(ROLLOUT_CHECK, asset="argocd_sync",
-                                   description="After Synced+Healthy: every Deployment at its new generation, "
-                                               "no restarts over the soak window, metric checks within bounds.")],
-)
-def argocd_sync(
-    context: dg.AssetExecutionContext,
-    manifest_commit: ManifestCommit,
-    argocd: ArgoCDResource,
-    git: GitResource,
-    target: DeliveryTargetResource,
-    notify: NotifierResource,
-    verification: VerificationResource,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Syncs the Application to the branch head (which holds this delivery), waits for Synced+Healthy,
-    then verifies the rollout. A failed verification fails the step after recording both.
+def build_argocd_sync(target: Target) -> dg.AssetsDefinition:
+    """The last asset of ``target``'s delivery graph: its Application Synced+Healthy, verified."""
+    key = target.key("argocd_sync")
 
-    With no cluster configured (KUBECONFIG / COELHO_KUBE_CONTEXT unset) the run says so and ends
-    without materializing this asset: a missing deployment is visible, never a silent pass.
-    """
+    @dg.asset(
+        key=key,
+        partitions_def=source_commits(target),
+        group_name=target.name("delivery"),
+        kinds={"kubernetes"},
+        output_required=False,
+        retry_policy=RETRY_POLICY,
+        ins={"manifest_commit": dg.AssetIn(target.key("manifest_commit"))},
+        required_resource_keys=required_keys(target, "argocd", "git", "target", "notify", "verification"),
+        check_specs=[dg.AssetCheckSpec(ROLLOUT_CHECK, asset=key,
+                                       description="After Synced+Healthy: every Deployment at its new generation, "
+                                                   "no restarts over the soak window, metric checks within bounds.")],
+    )
+    def argocd_sync(context: dg.AssetExecutionContext,
+                    manifest_commit: ManifestCommit) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Syncs the Application to the branch head (which holds this delivery), waits for Synced+Healthy,
+        then verifies the rollout. A failed verification fails the step after recording both.
+
+        With no cluster configured (KUBECONFIG / COELHO_KUBE_CONTEXT unset) the run says so and ends
+        without materializing this asset: a missing deployment is visible, never a silent pass.
+        """
+        res = TargetResources(context.resources, target)
+        yield from _argocd_sync(context, manifest_commit, res.argocd, res.git, res.target, res.notify,
+                                res.verification)
+
+    return argocd_sync
+
+
+def _argocd_sync(context: dg.AssetExecutionContext, manifest_commit: ManifestCommit, argocd: ArgoCDResource,
+                 git: GitResource, target: DeliveryTargetResource, notify: NotifierResource,
+                 verification: VerificationResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     preflight_queries(context, verification)
     metadata = sync_and_wait(context, argocd, git.remote(), target, manifest_commit)
     if metadata is None:
@@ -152,7 +164,7 @@ def record_deployed_commits(context: dg.AssetExecutionContext, remote: GitRemote
     The delivery is deployed by now: a git error here costs the per-commit record (lead time then
     counts the source commit alone), never the delivery."""
     try:
-        previous = previous_revision(context.instance, application, run_id=context.run.run_id)
+        previous = previous_revision(context.instance, context.asset_key, application, run_id=context.run.run_id)
         commits = deployed_commits(remote, target.catalog(), previous=previous, revision=revision,
                                    source=remote.commit_info(commit.source_sha))
     except Exception as e:  # noqa: BLE001 - see the docstring

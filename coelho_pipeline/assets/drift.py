@@ -6,10 +6,12 @@ import dagster as dg
 
 from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.notify import Notification
+from coelho_pipeline.resources import TargetResources, required_keys
 from coelho_pipeline.resources.argocd import ArgoCDError, ArgoCDResource
 from coelho_pipeline.resources.git import GitError, GitResource
 from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
+from coelho_pipeline.targets import Target
 from coelho_pipeline.values import ValuesError, read_scalar
 
 LIVE_MATCHES_GIT = "live_matches_git"
@@ -21,30 +23,39 @@ NOT_CHECKED = "No cluster configured (KUBECONFIG and COELHO_KUBE_CONTEXT are uns
 # A multi_asset only so that, with can_subset, the check may go unevaluated: with no cluster the
 # UI shows live_matches_git as skipped for that run (neither a false "passed" nor a red "failed"
 # every ten minutes), and an observation on live_state says "not checked" and why.
-@dg.multi_asset(
-    specs=[dg.AssetSpec("live_state", group_name="ops", kinds={"kubernetes"}, skippable=True,
-                        description="The Application's sync state and the images its Deployments run.")],
-    check_specs=[dg.AssetCheckSpec(LIVE_MATCHES_GIT, asset="live_state",
-                                   description="The Application is Synced at the branch head and every app "
-                                               "Deployment runs the image values.yaml names there.")],
-    can_subset=True,
-    retry_policy=RETRY_POLICY,
-)
-def live_state(
-    context: dg.AssetExecutionContext,
-    git: GitResource,
-    argocd: ArgoCDResource,
-    target: DeliveryTargetResource,
-    notify: NotifierResource,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
-    """The Application's sync state and the images its Deployments run, against the tags in Git."""
+def build_live_state(target: Target) -> dg.AssetsDefinition:
+    key = target.key("live_state")
+
+    @dg.multi_asset(
+        name=target.name("live_state"),
+        specs=[dg.AssetSpec(key, group_name=target.name("ops"), kinds={"kubernetes"}, skippable=True,
+                            description="The Application's sync state and the images its Deployments run.")],
+        check_specs=[dg.AssetCheckSpec(LIVE_MATCHES_GIT, asset=key,
+                                       description="The Application is Synced at the branch head and every app "
+                                                   "Deployment runs the image values.yaml names there.")],
+        can_subset=True,
+        retry_policy=RETRY_POLICY,
+        required_resource_keys=required_keys(target, "git", "argocd", "target", "notify"),
+    )
+    def live_state(context: dg.AssetExecutionContext) -> Iterator[
+            dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
+        """The Application's sync state and the images its Deployments run, against the tags in Git."""
+        res = TargetResources(context.resources, target)
+        yield from _live_state(context, key, res.git, res.argocd, res.target, res.notify)
+
+    return live_state
+
+
+def _live_state(context: dg.AssetExecutionContext, key: dg.AssetKey, git: GitResource, argocd: ArgoCDResource,
+                target: DeliveryTargetResource, notify: NotifierResource) -> Iterator[
+        dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
     try:
         client = argocd.client()
     except ArgoCDError as e:
         raise failure(e) from e
     if client is None:
         context.log.warning(NOT_CHECKED)
-        yield dg.AssetObservation(asset_key="live_state", metadata={"status": "not checked", "reason": NOT_CHECKED})
+        yield dg.AssetObservation(asset_key=key, metadata={"status": "not checked", "reason": NOT_CHECKED})
         return
     with client:
         remote = git.remote()
@@ -81,7 +92,7 @@ def live_state(
                                f"Git wants {image}")
     table = "\n".join(["| Deployment | Git | live |", "|---|---|---|"] +
                       [f"| {d} | {img} | {', '.join(live.get(d, ())) or 'missing'} |" for d, img in desired.items()])
-    yield dg.MaterializeResult(asset_key="live_state", metadata={
+    yield dg.MaterializeResult(asset_key=key, metadata={
         "status": "checked",
         "git_head": head,
         "live_revision": status.revision or "",
@@ -93,7 +104,7 @@ def live_state(
         notify.send(context.log, Notification.drift_found(
             application=f"{argocd.namespace}/{argocd.app_name}", revision=head, differences=differences))
     yield dg.AssetCheckResult(
-        asset_key="live_state", check_name=LIVE_MATCHES_GIT, passed=not differences,
+        asset_key=key, check_name=LIVE_MATCHES_GIT, passed=not differences,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"differences": dg.MetadataValue.md("\n".join(f"- {d}" for d in differences) or "none"),
                   "count": len(differences)},

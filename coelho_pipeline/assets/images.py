@@ -11,42 +11,42 @@ from coelho_pipeline.delivery.plan import is_full_sha
 from coelho_pipeline.domain import AppPlan, ImageRef, SourceCommit
 from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.partitions import source_commits
+from coelho_pipeline.resources import TargetResources, required_keys
 from coelho_pipeline.resources.git import GitResource
-from coelho_pipeline.resources.images import BuiltImage, ImageBuilderResource, RegistryResource
+from coelho_pipeline.resources.images import BuiltImage, ImageBuilderResource
+from coelho_pipeline.targets import Target
 
 
-def image_key(app: App) -> dg.AssetKey:
-    return dg.AssetKey(["image", app.asset_name])
+def image_key(target: Target, app: App) -> dg.AssetKey:
+    return dg.AssetKey([*target.key("image").path, app.asset_name])
 
 
-def build_image_assets(apps: Sequence[App]) -> dg.AssetsDefinition:
+def build_image_assets(target: Target, apps: Sequence[App]) -> dg.AssetsDefinition:
     """A multi-asset with one subsettable image asset per app: a rerun can rebuild just one."""
 
     @dg.multi_asset(
-        name="images",
+        name=target.name("images"),
         outs={
             app.asset_name: dg.AssetOut(
-                key=image_key(app), is_required=False, group_name="delivery", kinds={"docker"},
-                description=f"Image of {app.context}, pushed as <COELHO_REGISTRY>/{app.image}:<sha>.",
+                key=image_key(target, app), is_required=False, group_name=target.name("delivery"),
+                kinds={"docker"},
+                description=f"Image of {app.context}, pushed as <registry>/{app.image}:<sha>.",
             )
             for app in apps
         },
-        ins={"source_commit": dg.AssetIn("source_commit")},
-        partitions_def=source_commits,
+        ins={"source_commit": dg.AssetIn(target.key("source_commit"))},
+        partitions_def=source_commits(target),
         can_subset=True,
         retry_policy=RETRY_POLICY,
+        required_resource_keys=required_keys(target, "git", "builder", "registry"),
     )
-    def images(
-        context: dg.AssetExecutionContext,
-        source_commit: SourceCommit,
-        git: GitResource,
-        builder: ImageBuilderResource,
-        registry: RegistryResource,
-    ) -> Iterator[dg.Output[ImageRef]]:
-        reg = registry.registry()
+    def images(context: dg.AssetExecutionContext, source_commit: SourceCommit) -> Iterator[dg.Output[ImageRef]]:
+        res = TargetResources(context.resources, target)
+        git, builder = res.git, res.builder
+        reg = res.registry.registry()
         to_build: list[tuple[App, str, AppPlan]] = []
         for app in apps:
-            if image_key(app) not in context.selected_asset_keys:
+            if image_key(target, app) not in context.selected_asset_keys:
                 continue
             plan = source_commit.plan(app.name)
             repository = plan.repository or reg.repository(app.image)
@@ -54,7 +54,7 @@ def build_image_assets(apps: Sequence[App]) -> dg.AssetsDefinition:
                 if not plan.rebuild:
                     assert plan.deployed_tag  # a kept image always has a tag (see plan_app)
                     ref = ImageRef(app.name, repository, plan.deployed_tag, reg.digest(repository, plan.deployed_tag),
-                                   rebuilt=False, reason=plan.reason)
+                                   rebuilt=False, new_tag=plan.promoted, reason=plan.reason)
                     context.log.info(f"{app.name}: not rebuilt, keeps {ref.ref} ({plan.reason})")
                     yield _output(app, ref)
                     continue

@@ -10,22 +10,32 @@ import dagster as dg
 from coelho_pipeline.insight.dora import Report, compute
 from coelho_pipeline.insight.history import read_history
 from coelho_pipeline.insight.plot import plot_png
+from coelho_pipeline.resources import TargetResources, required_keys
 from coelho_pipeline.resources.argocd import ArgoCDResource
 from coelho_pipeline.resources.target import DeliveryTargetResource
+from coelho_pipeline.targets import Target
 
 INSIGHT_GROUP = "insight"
 
 
-@dg.asset(group_name=INSIGHT_GROUP, kinds={"python"}, deps=["argocd_sync", "rollback_commit"])
-def delivery_metrics(context: dg.AssetExecutionContext, argocd: ArgoCDResource,
-                     target: DeliveryTargetResource) -> dg.MaterializeResult:
-    """Lead time for changes, deployment frequency, change failure rate, failed-deployment recovery
-    time and rework rate over the last 28 days, with their DORA bands, per app where it applies.
+def build_delivery_metrics(target: Target) -> dg.AssetsDefinition:
+    @dg.asset(key=target.key("delivery_metrics"), group_name=target.name(INSIGHT_GROUP), kinds={"python"},
+              deps=[target.key("argocd_sync"), target.key("rollback_commit")],
+              required_resource_keys=required_keys(target, "argocd", "target"))
+    def delivery_metrics(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        """Lead time for changes, deployment frequency, change failure rate, failed-deployment recovery
+        time and rework rate over the last 28 days, with their DORA bands, per app where it applies.
 
-    Each figure with data is also a number in the metadata, so the UI plots it across weeks; the
-    plot shows the window's deliveries over time.
-    """
-    report = environment_report(context.instance, argocd, target)
+        Each figure with data is also a number in the metadata, so the UI plots it across weeks; the
+        plot shows the window's deliveries over time.
+        """
+        res = TargetResources(context.resources, target)
+        return _delivery_metrics(context, environment_report(context.instance, target, res.argocd, res.target))
+
+    return delivery_metrics
+
+
+def _delivery_metrics(context: dg.AssetExecutionContext, report: Report) -> dg.MaterializeResult:
     context.log.info(f"{report.deliveries} deliveries and {report.deployments} deployments of "
                      f"{report.application} between {report.since:%Y-%m-%d} and {report.until:%Y-%m-%d}")
     png = plot_png(report)
@@ -40,9 +50,10 @@ def delivery_metrics(context: dg.AssetExecutionContext, argocd: ArgoCDResource,
     })
 
 
-def environment_report(instance: dg.DagsterInstance, argocd: ArgoCDResource, target: DeliveryTargetResource, *,
-                       since: datetime | None = None, until: datetime | None = None) -> Report:
-    """The report of the Application this code location delivers to."""
+def environment_report(instance: dg.DagsterInstance, where: Target, argocd: ArgoCDResource,
+                       target: DeliveryTargetResource, *, since: datetime | None = None,
+                       until: datetime | None = None) -> Report:
+    """The report of the Application ``where`` delivers to."""
     application = f"{argocd.namespace}/{argocd.app_name}"
-    return compute(read_history(instance, application), apps=[a.name for a in target.catalog()],
+    return compute(read_history(instance, where, application), apps=[a.name for a in target.catalog()],
                    since=since, until=until or datetime.now(UTC))

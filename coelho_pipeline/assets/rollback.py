@@ -12,12 +12,11 @@ from coelho_pipeline.errors import failure
 from coelho_pipeline.hold import current_hold, hold_event
 from coelho_pipeline.notify import Notification
 from coelho_pipeline.partitions import source_commits
+from coelho_pipeline.resources import TargetResources, required_keys
 from coelho_pipeline.resources.argocd import ArgoCDResource
-from coelho_pipeline.resources.git import GitRemote, GitResource
-from coelho_pipeline.resources.images import RegistryResource
+from coelho_pipeline.resources.git import GitRemote
 from coelho_pipeline.resources.notify import NotifierResource
-from coelho_pipeline.resources.target import DeliveryTargetResource
-from coelho_pipeline.resources.verify import VerificationResource
+from coelho_pipeline.targets import Target
 
 
 class RollbackConfig(dg.Config):
@@ -28,38 +27,43 @@ class ReleaseConfig(dg.Config):
     reason: str = "released by hand"
 
 
-@dg.asset(partitions_def=source_commits, group_name="ops", kinds={"git", "kubernetes"}, pool="git_manifest")
-def rollback_commit(
-    context: dg.AssetExecutionContext,
-    config: RollbackConfig,
-    git: GitResource,
-    registry: RegistryResource,
-    target: DeliveryTargetResource,
-    argocd: ArgoCDResource,
-    notify: NotifierResource,
-    verification: VerificationResource,
-) -> dg.MaterializeResult:
-    """Rolls back to this partition's delivery: ``Roll back to <sha> [skip ci]`` brings back every app's
-    image as that delivery deployed it, through the same single writer (verified, retried), then Argo
-    CD is synced to it. The hold is set first, so no automation redeploys the newer commit meanwhile.
-    """
+def build_rollback_commit(target: Target) -> dg.AssetsDefinition:
+    @dg.asset(key=target.key("rollback_commit"), partitions_def=source_commits(target),
+              group_name=target.name("ops"), kinds={"git", "kubernetes"}, pool=target.pool,
+              required_resource_keys=required_keys(target, "git", "registry", "target", "argocd", "notify",
+                                                   "verification"))
+    def rollback_commit(context: dg.AssetExecutionContext, config: RollbackConfig) -> dg.MaterializeResult:
+        """Rolls back to this partition's delivery: ``Roll back to <sha> [skip ci]`` brings back every app's
+        image as that delivery deployed it, through the same single writer (verified, retried), then Argo
+        CD is synced to it. The hold is set first, so no automation redeploys the newer commit meanwhile.
+        """
+        res = TargetResources(context.resources, target)
+        return _rollback_commit(context, config, target, res)
+
+    return rollback_commit
+
+
+def _rollback_commit(context: dg.AssetExecutionContext, config: RollbackConfig, where: Target,
+                     res: TargetResources) -> dg.MaterializeResult:
+    git, registry, target, argocd = res.git, res.registry, res.target, res.argocd
+    notify, verification = res.notify, res.verification
     old = context.partition_key
     remote = git.remote()
     try:
         tip = remote.fetch()
         failed_run = context.run.tags.get(AUTO_ROLLBACK_TAG)
         if failed_run:
-            stale = still_current(context.instance, failed_run, remote.last_delivered_source())
+            stale = still_current(context.instance, where, failed_run, remote.last_delivered_source())
             if stale:
                 raise RollbackRefused(f"auto-rollback to {old} not done: {stale}; nothing written, no hold set")
         remote.ensure_commit(old)
         ensure_on_branch(remote, old, tip)
-        delivered_at = _delivered_at(context.instance, remote, old, tip)
+        delivered_at = _delivered_at(context.instance, where, remote, old, tip)
         publication = rollback_publication(remote, old_sha=old, delivered_at=delivered_at, target=target,
                                            registry=registry.registry())
     except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
         raise failure(e) from e
-    hold = hold_event(held=True, by=f"rollback to {old[:12]}", reason=config.reason, rolled_back_to=old)
+    hold = hold_event(where, held=True, by=f"rollback to {old[:12]}", reason=config.reason, rolled_back_to=old)
     context.log_event(hold)
     application = f"{argocd.namespace}/{argocd.app_name}"
     notify.send(context.log, Notification.hold_set(
@@ -88,7 +92,8 @@ def rollback_commit(
     report = (f"Rolled back to `{old}` (from `{rolled_back_from}`) with commit `{commit.sha}` ({commit.reason}); "
               f"Argo CD: {synced.get('sync', '')} {synced.get('health', '')} at {synced.get('revision', '-')}; "
               f"{verified}.\n\n"
-              f"Deliveries are held: `coelho release` (or the release_hold job) delivers the newest commit again.")
+              f"Deliveries are held: `coelho release` (or the {where.name('release_hold')} job) delivers the newest "
+              "commit again.")
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(report),
         "rolled_back_to": old,
@@ -105,10 +110,10 @@ def rollback_commit(
     })
 
 
-def _delivered_at(instance: dg.DagsterInstance, remote: GitRemote, old: str, tip: str) -> str:
+def _delivered_at(instance: dg.DagsterInstance, target: Target, remote: GitRemote, old: str, tip: str) -> str:
     """The commit whose values.yaml holds what the delivery of ``old`` deployed, still on the branch."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("manifest_commit"), asset_partitions=[old]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=target.key("manifest_commit"), asset_partitions=[old]), limit=1).records
     recorded = records[0].asset_materialization.metadata.get("commit") if records else None
     candidates = [str(recorded.value)] if recorded is not None else []
     candidates.append(remote.find_manifest_commit(old) or "")
@@ -120,24 +125,39 @@ def _delivered_at(instance: dg.DagsterInstance, remote: GitRemote, old: str, tip
                           f"'Source-Commit: {old}' on the branch); nothing written")
 
 
-@dg.op
-def lift_hold(context: dg.OpExecutionContext, config: ReleaseConfig, notify: NotifierResource,
-              argocd: ArgoCDResource) -> dg.Output[None]:
-    """Releases the hold; the push sensor then delivers the newest commit on the branch."""
-    hold = current_hold(context.instance)
+def build_release_hold(target: Target) -> dg.JobDefinition:
+    """The job that lifts ``target``'s hold."""
+
+    @dg.op(name=target.name("lift_hold"), required_resource_keys=required_keys(target, "notify", "argocd"))
+    def lift_hold(context: dg.OpExecutionContext, config: ReleaseConfig) -> dg.Output[None]:
+        """Releases the hold; the push sensor then delivers the newest commit on the branch."""
+        res = TargetResources(context.resources, target)
+        return _lift_hold(context, config, target, res.notify, res.argocd)
+
+    @dg.job(name=target.name("release_hold"),
+            description="Lift the hold a rollback set; the sensor delivers the newest commit.")
+    def release_hold() -> None:
+        lift_hold()
+
+    return release_hold
+
+
+def _lift_hold(context: dg.OpExecutionContext, config: ReleaseConfig, target: Target, notify: NotifierResource,
+               argocd: ArgoCDResource) -> dg.Output[None]:
+    hold = current_hold(context.instance, target)
     if hold is None or not hold.held:
         context.log.info("no hold is set; nothing to release")
         return dg.Output(None, metadata={"report": dg.MetadataValue.md("No hold is set; nothing to release.")})
     context.log.info(f"releasing the hold ({hold.describe()})")
-    context.log_event(hold_event(held=False, by="release_hold", reason=config.reason,
+    context.log_event(hold_event(target, held=False, by=target.name("release_hold"), reason=config.reason,
                                  rolled_back_to=hold.rolled_back_to))
     notify.send(context.log, Notification.hold_released(
         application=f"{argocd.namespace}/{argocd.app_name}", revision=hold.rolled_back_to,
         source_commit=hold.rolled_back_to, since=datetime.fromisoformat(hold.since)))
-    return dg.Output(None, metadata={"report": dg.MetadataValue.md(
-        f"Released the hold ({hold.describe()}); the push sensor delivers the newest commit on its next tick.")})
-
-
-@dg.job(name="release_hold", description="Lift the hold a rollback set; the sensor delivers the newest commit.")
-def release_hold() -> None:
-    lift_hold()
+    if not target.promote_from:
+        then = "the push sensor delivers the newest commit on its next tick"
+    elif target.environment.promotion == "auto":
+        then = f"the promotion sensor promotes the newest delivery verified in {target.promote_from}"
+    else:
+        then = f"run {target.delivery_job} to promote a delivery verified in {target.promote_from}"
+    return dg.Output(None, metadata={"report": dg.MetadataValue.md(f"Released the hold ({hold.describe()}); {then}.")})

@@ -21,12 +21,14 @@ _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
 
 
 def unchanged_delivery(plans: Sequence[AppPlan], apps: Sequence[App], *, sha: str, tip_values: str,
-                       values_source: str, chart_path: str, remote: GitRemote) -> str | None:
+                       values_source: str, chart_path: str, remote: GitRemote,
+                       other_values_files: Sequence[str] = ()) -> str | None:
     """Why delivering ``sha`` would change nothing, or None when it might.
 
     Nothing changes when no image is rebuilt, the values file at the branch tip already names every
     app's kept image, and no file under the chart changed since the manifest commit of the newest
-    delivery (the newest of the tags). Anything unclear (a tag that is not a commit, histories that
+    delivery (the newest of the tags); the values files of the project's other environments (under
+    the same chart) are the pipeline's own writes, not a change. Anything unclear (a tag that is not a commit, histories that
     diverged, no manifest commit found) means a full delivery.
     """
     if any(p.rebuild or not p.deployed_tag for p in plans):
@@ -50,7 +52,7 @@ def unchanged_delivery(plans: Sequence[AppPlan], apps: Sequence[App], *, sha: st
     # From the manifest commit of that delivery, not the source commit: the pipeline's own write of
     # the values file lies in between, and is not a change to deliver.
     manifest = remote.find_manifest_commit(newest)
-    if manifest is None or remote.changed_paths(manifest, sha, chart_path):
+    if manifest is None or set(remote.changed_paths(manifest, sha, chart_path)) - set(other_values_files):
         return None
     return (f"no app changed, and nothing under {chart_path}/ since {manifest[:12]} (the delivery of "
             f"{newest[:12]}): the images, the values file and the chart stay as they are")

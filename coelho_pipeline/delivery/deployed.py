@@ -41,9 +41,10 @@ class DeployedCommit:
                               tuple(str(a) for a in apps) if isinstance(apps, list) else ())
 
 
-def previous_revision(instance: dg.DagsterInstance, application: str, *, run_id: str) -> str | None:
+def previous_revision(instance: dg.DagsterInstance, sync_key: dg.AssetKey, application: str, *,
+                      run_id: str) -> str | None:
     """The revision the newest earlier delivery (another run) of ``application`` reached, or None."""
-    records = instance.fetch_materializations(dg.AssetKey("argocd_sync"), limit=20).records
+    records = instance.fetch_materializations(sync_key, limit=20).records
     for record in records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
         app, revision = metadata.get("application"), metadata.get("revision")

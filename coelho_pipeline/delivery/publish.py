@@ -19,7 +19,7 @@ from coelho_pipeline.delivery.values_file import read_values
 from coelho_pipeline.delivery.verify import verify
 from coelho_pipeline.domain import ManifestCommit, ValueWrite
 from coelho_pipeline.errors import PipelineError
-from coelho_pipeline.resources.git import GitRemote, PushRejected
+from coelho_pipeline.resources.git import VALUES_FILE_TRAILER, GitRemote, PushRejected
 from coelho_pipeline.resources.images import Registry
 from coelho_pipeline.resources.target import DeliveryTargetResource
 
@@ -64,14 +64,21 @@ class Publication:
     # same commit does not make it redundant.
     rollback: bool = False
 
-    def message(self, changes: Sequence[tuple[str, str | None, str]]) -> str:
+    def message(self, changes: Sequence[tuple[str, str | None, str]], *, values_file: str = "") -> str:
+        """The commit message; ``values_file`` (GitRemote.values_file) scopes it to one environment."""
         body = "\n".join(f"{path}: {old or '(empty)'} -> {new}" for path, old, new in changes)
+        scope = ((VALUES_FILE_TRAILER, values_file),) if values_file else ()
         trailers = "".join(f"{key}: {value}\n" for key, value in (("Source-Commit", self.source_sha),
-                                                                  *self.trailers))
+                                                                  *self.trailers, *scope))
         return f"{self.subject} [skip ci]\n\n{body}\n\n{trailers}"
 
 
-def delivery(source_sha: str, writes: Sequence[ValueWrite]) -> Publication:
+def delivery(source_sha: str, writes: Sequence[ValueWrite], *, promoted_from: str = "",
+             environment: str = "") -> Publication:
+    """A delivery's commit; a promotion's names the environment its images come from."""
+    if promoted_from:
+        return Publication(source_sha, tuple(writes), f"Promote {source_sha} from {promoted_from} to {environment}",
+                           trailers=(("Promoted-From", promoted_from),))
     return Publication(source_sha, tuple(writes), f"Update image tags to {source_sha}")
 
 
@@ -110,7 +117,7 @@ def publish(remote: GitRemote, publication: Publication, *, target: DeliveryTarg
             where=f"the values for {source_sha[:12]} on {remote.branch} at {tip[:12]} failed verification")
         changes = tuple((c.path, c.old, c.new) for c in applied.changes)
         new_sha = remote.commit_file(base_sha=tip, path=target.values_path, text=applied.text,
-                                     message=publication.message(changes))
+                                     message=publication.message(changes, values_file=remote.values_file))
         try:
             remote.push(new_sha)
         except PushRejected as e:

@@ -20,6 +20,7 @@ import dagster as dg
 
 from coelho_pipeline.auto_rollback import DEPLOY_FAILURE_KEY
 from coelho_pipeline.delivery.deployed import DEPLOYED_COMMITS_KEY, SYNCED_AT_KEY, DeployedCommit
+from coelho_pipeline.targets import Target
 
 ROLLED_BACK = "rolled back"
 # Each kind of record is read back at most this far (the newest first): years of deliveries.
@@ -73,12 +74,12 @@ class History:
         return min(moments) if moments else None
 
 
-def read_history(instance: dg.DagsterInstance, application: str) -> History:
-    """Everything the instance recorded about deliveries to ``application`` (``namespace/name``)."""
+def read_history(instance: dg.DagsterInstance, target: Target, application: str) -> History:
+    """Everything the instance recorded about ``target``'s deliveries to ``application`` (``namespace/name``)."""
     deliveries: dict[str, Delivery] = {}
     candidates: list[Deployment] = []
     notes: list[str] = []
-    for record in _materializations(instance, "argocd_sync"):
+    for record in _materializations(instance, target.key("argocd_sync")):
         metadata = _values(record)
         if metadata.get("application", application) != application or not record.partition_key:
             continue
@@ -88,18 +89,18 @@ def read_history(instance: dg.DagsterInstance, application: str) -> History:
         if isinstance(commits, list):
             deployed = tuple(DeployedCommit.from_json(c) for c in commits if isinstance(c, dict))
         else:
-            deployed = _source_commit_only(instance, sha, at, notes)
+            deployed = _source_commit_only(instance, target, sha, at, notes)
         verification = str(metadata.get("verification", "not recorded"))
         candidates.append(Deployment(at, str(metadata.get("revision") or ""), sha, False, verification, deployed))
         delivery = deliveries.setdefault(sha, Delivery(sha))
         delivery.deployed_at = min(filter(None, (delivery.deployed_at, at)))
         if verification == "failed":
             delivery.failure = delivery.failure or "verification failed"
-    for sha, failed_at, kind in _deploy_failures(instance):
+    for sha, failed_at, kind in _deploy_failures(instance, target):
         delivery = deliveries.setdefault(sha, Delivery(sha))
         delivery.failed_at = min(filter(None, (delivery.failed_at, failed_at)))
         delivery.failure = delivery.failure or kind
-    for record in _materializations(instance, "rollback_commit"):
+    for record in _materializations(instance, target.key("rollback_commit")):
         metadata = _values(record)
         if metadata.get("argocd_application", application) != application:
             continue
@@ -123,10 +124,10 @@ def read_history(instance: dg.DagsterInstance, application: str) -> History:
                    tuple(notes))
 
 
-def _materializations(instance: dg.DagsterInstance, asset: str) -> Iterator[dg.EventLogRecord]:
+def _materializations(instance: dg.DagsterInstance, asset: dg.AssetKey) -> Iterator[dg.EventLogRecord]:
     cursor, read = None, 0
     while read < MAX_RECORDS:
-        page = instance.fetch_materializations(dg.AssetKey(asset), limit=_PAGE, cursor=cursor)
+        page = instance.fetch_materializations(asset, limit=_PAGE, cursor=cursor)
         yield from page.records
         read += len(page.records)
         if not page.has_more:
@@ -134,10 +135,11 @@ def _materializations(instance: dg.DagsterInstance, asset: str) -> Iterator[dg.E
         cursor = page.cursor
 
 
-def _deploy_failures(instance: dg.DagsterInstance) -> Iterator[tuple[str, datetime, str]]:
+def _deploy_failures(instance: dg.DagsterInstance, target: Target) -> Iterator[tuple[str, datetime, str]]:
     """(source commit, when, what) of each failed delivery run whose argocd_sync step says what failed."""
-    runs = instance.get_run_records(dg.RunsFilter(job_name="deliver_commit", statuses=[dg.DagsterRunStatus.FAILURE]),
-                                    limit=MAX_RECORDS)
+    runs = instance.get_run_records(dg.RunsFilter(job_name=target.delivery_job,
+                                                  statuses=[dg.DagsterRunStatus.FAILURE]), limit=MAX_RECORDS)
+    sync_step = target.key("argocd_sync").to_python_identifier()
     for run in runs:
         sha = run.dagster_run.tags.get("dagster/partition")
         if not sha:
@@ -147,16 +149,16 @@ def _deploy_failures(instance: dg.DagsterInstance) -> Iterator[tuple[str, dateti
             data = event.step_failure_data if event is not None else None
             user = data.user_failure_data if data is not None else None
             kind = user.metadata.get(DEPLOY_FAILURE_KEY) if user is not None else None
-            if event is not None and event.step_key == "argocd_sync" and kind is not None:
+            if event is not None and event.step_key == sync_step and kind is not None:
                 yield sha, datetime.fromtimestamp(record.timestamp, UTC), str(kind.value)
                 break
 
 
-def _source_commit_only(instance: dg.DagsterInstance, sha: str, deployed_at: datetime,
+def _source_commit_only(instance: dg.DagsterInstance, target: Target, sha: str, deployed_at: datetime,
                         notes: list[str]) -> tuple[DeployedCommit, ...]:
     """For a deployment recorded before deployments listed their commits: its source commit alone."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("source_commit"), asset_partitions=[sha]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=target.key("source_commit"), asset_partitions=[sha]), limit=1).records
     committed = _values(records[0]).get("committed_at") if records else None
     if committed is None:
         notes.append(f"the delivery of {sha[:12]} recorded neither its commits nor its commit time: not in lead time")

@@ -1,0 +1,76 @@
+"""The resources of one delivery target, looked up under that target's keys.
+
+Resources that hold a project's or an environment's settings (its remote, registry, builder
+credentials, Argo CD Application, files) are bound once per target, under ``target.name(base)``:
+``git`` with a single target, ``git__<project>__<environment>`` with several. Assets and ops list
+the keys they need (``required_keys``) and read them through ``TargetResources``, so their code is
+the same for one target or many. ``notify`` and ``verification`` are shared by every target.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coelho_pipeline.resources.argocd import ArgoCDResource
+    from coelho_pipeline.resources.git import GitResource
+    from coelho_pipeline.resources.images import ImageBuilderResource, RegistryResource
+    from coelho_pipeline.resources.notify import NotifierResource
+    from coelho_pipeline.resources.target import DeliveryTargetResource
+    from coelho_pipeline.resources.verify import VerificationResource
+    from coelho_pipeline.targets import Target
+
+PER_TARGET = ("git", "registry", "builder", "argocd", "target")
+SHARED = ("notify", "verification")
+
+
+def resource_key(target: Target, base: str) -> str:
+    if base in PER_TARGET:
+        return target.name(base)
+    if base in SHARED:
+        return base
+    raise KeyError(f"unknown resource {base!r}")
+
+
+def required_keys(target: Target, *bases: str) -> set[str]:
+    """The resource keys an asset or op of ``target`` declares, for the resources it uses."""
+    return {resource_key(target, base) for base in bases}
+
+
+class TargetResources:
+    """``context.resources`` seen from one target: ``.git`` is that target's GitResource."""
+
+    def __init__(self, resources: Any, target: Target) -> None:
+        self._resources = resources
+        self._target = target
+
+    def _get(self, base: str) -> Any:
+        return getattr(self._resources, resource_key(self._target, base))
+
+    @property
+    def git(self) -> GitResource:
+        return self._get("git")
+
+    @property
+    def registry(self) -> RegistryResource:
+        return self._get("registry")
+
+    @property
+    def builder(self) -> ImageBuilderResource:
+        return self._get("builder")
+
+    @property
+    def argocd(self) -> ArgoCDResource:
+        return self._get("argocd")
+
+    @property
+    def target(self) -> DeliveryTargetResource:
+        return self._get("target")
+
+    @property
+    def notify(self) -> NotifierResource:
+        return self._get("notify")
+
+    @property
+    def verification(self) -> VerificationResource:
+        return self._get("verification")

@@ -59,6 +59,8 @@ class PushRejected(GitError):
 
 
 NETWORK_TIMEOUT_SECONDS = 300.0
+# The trailer that says which values file a pipeline commit writes (see GitRemote.values_file).
+VALUES_FILE_TRAILER = "Values-File"
 
 # What GitHub, GitLab, Gitea and git-daemon print when the branch moved under us.
 _NON_FAST_FORWARD_MARKERS = (
@@ -131,6 +133,10 @@ class GitRemote:
     network_timeout: float = NETWORK_TIMEOUT_SECONDS
     # Seconds to wait for the cache clone's lock; None: twice the network timeout plus 30 s.
     lock_timeout: float | None = None
+    # The values file whose deliveries this remote looks for, when the branch carries the commits of
+    # several environments (each writes its own file): their commits carry a Values-File trailer.
+    # "" (one environment on the branch): any of the pipeline's commits is this environment's.
+    values_file: str = ""
 
     @property
     def tracking_ref(self) -> str:
@@ -271,27 +277,42 @@ class GitRemote:
         return data
 
     def find_manifest_commit(self, source_sha: str, *, limit: int = 500) -> str | None:
-        """The pipeline's commit for ``source_sha`` on the branch, found by its Source-Commit trailer."""
+        """The pipeline's commit for ``source_sha`` on the branch (of this remote's values file), found by
+        its Source-Commit trailer."""
         with self._repo() as clone:
             out = clone.repo.git.log(
-                f"-n{limit}", "--format=%H %ae", f"--grep=^Source-Commit: {source_sha}$", self.tracking_ref
+                f"-n{limit}", f"--format=%H%x00%ae%x00%(trailers:key={VALUES_FILE_TRAILER},valueonly)%x1e",
+                f"--grep=^Source-Commit: {source_sha}$", self.tracking_ref,
             )
-        for line in out.splitlines():
-            sha, _, email = line.partition(" ")
-            if email == self.author_email:
-                return sha
+            for record in filter(None, (r.strip() for r in out.split("\x1e"))):
+                sha, email, values_file = (record.split("\x00") + ["", ""])[:3]
+                if email == self.author_email and self._writes_values_file(clone, sha, values_file.strip()):
+                    return sha
         return None
 
     def last_delivered_source(self, *, limit: int = 500) -> str | None:
-        """The Source-Commit trailer of the pipeline's newest commit on the branch: what runs now."""
+        """The Source-Commit trailer of the pipeline's newest commit on the branch (of this remote's
+        values file): what runs now."""
         with self._repo() as clone:
-            out = clone.repo.git.log(f"-n{limit}", "--format=%ae%x00%(trailers:key=Source-Commit,valueonly)%x1e",
-                                     self.tracking_ref)
-        for record in out.split("\x1e"):
-            email, _, trailer = record.strip().partition("\x00")
-            if email == self.author_email and trailer.strip():
-                return trailer.strip().splitlines()[-1]
+            out = clone.repo.git.log(
+                f"-n{limit}", "--format=%H%x00%ae%x00%(trailers:key=Source-Commit,valueonly)%x00"
+                f"%(trailers:key={VALUES_FILE_TRAILER},valueonly)%x1e", self.tracking_ref)
+            for record in filter(None, (r.strip() for r in out.split("\x1e"))):
+                sha, email, trailer, values_file = (record.split("\x00") + ["", "", ""])[:4]
+                if (email == self.author_email and trailer.strip()
+                        and self._writes_values_file(clone, sha, values_file.strip())):
+                    return trailer.strip().splitlines()[-1]
         return None
+
+    def _writes_values_file(self, clone: _Clone, sha: str, trailer: str) -> bool:
+        """Whether the pipeline commit ``sha`` (its Values-File trailer ``trailer``) is this remote's."""
+        if not self.values_file or trailer == self.values_file:
+            return True
+        if trailer:
+            return False
+        # Written before the branch carried several environments (no trailer): the file it changed says.
+        changed = clone.repo.git.diff_tree("--no-commit-id", "--name-only", "-r", sha).splitlines()
+        return self.values_file in changed
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -545,6 +566,7 @@ class GitResource(dg.ConfigurableResource):
     author_name: str = "coelho-pipeline"
     author_email: str = "pipeline@coelho-realtime.local"
     network_timeout: float = NETWORK_TIMEOUT_SECONDS
+    values_file: str = ""  # see GitRemote.values_file
 
     _remote: GitRemote | None = PrivateAttr(default=None)
 
@@ -553,6 +575,6 @@ class GitResource(dg.ConfigurableResource):
             self._remote = GitRemote(
                 url=self.url, branch=self.branch, cache_dir=Path(self.cache_dir), token=self.token,
                 author_name=self.author_name, author_email=self.author_email,
-                network_timeout=self.network_timeout,
+                network_timeout=self.network_timeout, values_file=self.values_file,
             )
         return self._remote

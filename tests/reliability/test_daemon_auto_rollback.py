@@ -10,6 +10,7 @@ import pytest
 
 from coelho_pipeline.auto_rollback import AUTO_ROLLBACK_TAG
 from coelho_pipeline.hold import current_hold
+from pipeline_harness import SINGLE_TARGET
 from daemon_harness import RUN_TIMEOUT, wait_finished, wait_for_run
 
 pytestmark = [pytest.mark.docker, pytest.mark.daemon]
@@ -48,7 +49,7 @@ def test_a_degraded_delivery_is_rolled_back_and_held_through_the_daemon(dagster_
     assert repo.log(1)[0][2] == f"Roll back to {seed} [skip ci]"
     live = double.deployments()["coelho-realtime-fastapi"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert live.endswith(f"/fastapi:{seed}")
-    hold = current_hold(instance)
+    hold = current_hold(instance, SINGLE_TARGET)
     assert hold is not None and hold.held and hold.rolled_back_to == seed
     assert hold.reason.startswith(f"auto-rollback: the delivery of {bad[:12]} degraded (")
     # Later ticks of the failure sensor request nothing more: exactly one rollback for one failure.

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from coelho_pipeline.sensors import delivery_failure_sensor
+from pipeline_harness import delivery_failure_sensor
 from pipeline_harness import Pipeline, make_source_repo, settings_for
 
 pytestmark = pytest.mark.docker

@@ -15,7 +15,8 @@ import requests
 
 from coelho_pipeline.dev import services
 from coelho_pipeline.hold import current_hold
-from coelho_pipeline.sensors import git_push_sensor
+from pipeline_harness import SINGLE_TARGET
+from pipeline_harness import git_push_sensor
 from pipeline_harness import Pipeline, make_source_repo, materializations, settings_for
 
 pytestmark = pytest.mark.docker
@@ -74,7 +75,7 @@ def test_rollback_holds_new_pushes_and_release_delivers_the_newest(delivered) ->
     assert live_images(double)["coelho-realtime-fastapi"] == f"{registry}/fastapi:{seed}"
     record = materializations(result)["rollback_commit"]
     assert record["commit"] == sha and record["argocd_revision"] == sha and record["argocd_health"] == "Healthy"
-    hold = current_hold(pipeline.instance)
+    hold = current_hold(pipeline.instance, SINGLE_TARGET)
     assert hold.held and hold.rolled_back_to == seed and hold.reason == "FastAPI errors"
 
     # Held: a new push is recorded by the sensor, not delivered; a manual delivery is refused.
@@ -92,7 +93,7 @@ def test_rollback_holds_new_pushes_and_release_delivers_the_newest(delivered) ->
 
     # Released: the next tick delivers the newest commit, recorded during the hold.
     assert pipeline.defs.resolve_job_def("release_hold").execute_in_process(instance=pipeline.instance).success
-    assert not current_hold(pipeline.instance).held
+    assert not current_hold(pipeline.instance, SINGLE_TARGET).held
     after = tick(pipeline, fix)
     assert [r.partition_key for r in after.run_requests] == [fix]
     assert tick(pipeline, fix).run_requests[0].run_key == after.run_requests[0].run_key  # one run per release
@@ -108,7 +109,7 @@ def test_a_rollback_to_a_commit_never_delivered_is_refused(delivered) -> None:
 
     assert not result.success
     assert "it was never delivered" in result.failure_data_for_node("rollback_commit").error.message
-    assert pipeline.repo.head() == undelivered and current_hold(pipeline.instance) is None
+    assert pipeline.repo.head() == undelivered and current_hold(pipeline.instance, SINGLE_TARGET) is None
 
 
 def test_a_rollback_whose_images_are_gone_is_refused(delivered, registry_addr: str) -> None:
@@ -124,7 +125,7 @@ def test_a_rollback_whose_images_are_gone_is_refused(delivered, registry_addr: s
     assert not result.success
     message = result.failure_data_for_node("rollback_commit").error.message
     assert f"coelho/sveltekit:{seed} (sveltekit) is gone from the registry" in message
-    assert pipeline.repo.head() == head and current_hold(pipeline.instance) is None
+    assert pipeline.repo.head() == head and current_hold(pipeline.instance, SINGLE_TARGET) is None
 
 
 def test_a_commit_step_materialized_alone_during_the_hold_pushes_nothing(delivered) -> None:

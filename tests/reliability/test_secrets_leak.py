@@ -28,7 +28,7 @@ import requests
 from dagster._serdes import serialize_value
 
 from coelho_pipeline.dev import services
-from coelho_pipeline.sensors import git_push_sensor
+from pipeline_harness import git_push_sensor
 from git_http import GitHTTPServer
 from pipeline_harness import Pipeline, make_source_repo, settings_for
 

@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from coelho_pipeline.dev import services
-from coelho_pipeline.sensors import MAX_DELIVERY_ATTEMPTS, failure_kind, git_push_sensor
+from coelho_pipeline.sensors import MAX_DELIVERY_ATTEMPTS, failure_kind
+from pipeline_harness import git_push_sensor
 from pipeline_harness import Pipeline, make_source_repo, settings_for
 
 SENSOR_TAGS = {"dagster/sensor_name": "git_push_sensor"}
