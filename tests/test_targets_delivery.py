@@ -285,3 +285,26 @@ def test_a_promoted_environment_is_rolled_back_while_upstream_deliveries_queue(t
         instance.add_run(run)
         decision = decide(instance, prod, run, DeployFailure.DEGRADED.value, writer_tags=delivery_tags(prod))
     assert decision.target == good, decision.reason
+
+
+def test_an_older_delivery_promoted_after_a_newer_one_changes_nothing(git_server, tmp_path: Path) -> None:
+    from coelho_pipeline.assets.source import _newer_everywhere
+    from coelho_pipeline.resources.git import GitRemote
+    from coelho_pipeline.resources.target import DeliveryTargetResource
+
+    repo = make_source_repo(git_server)
+    older = repo.head()
+    newer = repo.push({"README.md": "later\n"}, "Later change")
+    remote = GitRemote(url=repo.url, branch="master", cache_dir=tmp_path / "cache")
+    remote.fetch()
+    files = DeliveryTargetResource(apps=list(APPS), values_path="k3d/helm/values-prod.yaml")
+
+    def values(**tags: str) -> str:
+        return "".join(f"{key}:\n  image:\n    repository: r/{key}\n    tag: {tags.get(key, newer)}\n"
+                       for key in ("fastapi", "kafkaProducers", "sveltekit"))
+
+    assert "already names newer deliveries for every app" in _newer_everywhere(remote, older, values(), files)
+    # One app still older (or not a commit at all): promoting can change it, so it is not skipped.
+    assert _newer_everywhere(remote, older, values(sveltekit=older), files) is None
+    assert _newer_everywhere(remote, older, values(sveltekit="0.1.0"), files) is None
+    assert _newer_everywhere(remote, newer, values(), files) is None  # the same commit: promote (idempotent)

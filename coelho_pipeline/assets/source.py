@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from coelho_pipeline.delivery.coalesce import newer_queued_delivery, unchanged_delivery
-from coelho_pipeline.delivery.plan import check_writable, plan_app
+from coelho_pipeline.delivery.plan import check_writable, is_full_sha, plan_app
 from coelho_pipeline.delivery.promotion import upstream_verified
 from coelho_pipeline.delivery.values_file import read_values
 from coelho_pipeline.domain import AppPlan, CommitInfo, SourceCommit
@@ -148,12 +148,12 @@ def build_promoted_source_commit(target: Target, upstream: Target) -> dg.AssetsD
 
     @dg.asset(key=target.key("source_commit"), partitions_def=source_commits(target),
               group_name=target.name("delivery"), kinds={"git"}, retry_policy=RETRY_POLICY,
-              deps=[upstream.key("argocd_sync")],
+              deps=[upstream.key("argocd_sync")], output_required=False,
               required_resource_keys=required_keys(target, "git", "registry", "target"),
               description=f"The commit whose delivery to {upstream.environment.name} reached Synced+Healthy and "
                           f"passed verification, and the images {target.environment.name} takes over from it "
                           "(nothing is built).")
-    def source_commit(context: dg.AssetExecutionContext) -> dg.Output[SourceCommit]:
+    def source_commit(context: dg.AssetExecutionContext) -> Iterator[dg.Output[SourceCommit] | dg.AssetObservation]:
         res = TargetResources(context.resources, target)
         sha = _partition_sha(context, target)
         refuse_if_held(context.instance, target, sha)
@@ -177,14 +177,19 @@ def build_promoted_source_commit(target: Target, upstream: Target) -> dg.AssetsD
                                      "nothing to promote", allow_retries=False)
                 plans.append(AppPlan(app.name, deployed_tag=tag, rebuild=False, repository=repository, promoted=True,
                                      reason=f"promoted from {upstream.environment.name}: {repository}:{tag}"))
+            newer = _newer_everywhere(remote, sha, tip_values, files)
         except dg.Failure:
             raise
         except Exception as e:  # noqa: BLE001 - every error is classified once, in errors.failure
             raise failure(e) from e
+        if newer:
+            # Promoting it would only relabel newer images with an older commit (see _newer_everywhere).
+            yield _nothing_to_deliver(context, target, sha, newer, plan=_plan_table(plans))
+            return
         result = SourceCommit(commit=info, branch_tip=tip, plans=tuple(plans))
         context.log.info(f"promoting {sha[:12]} from {upstream.label} (manifest commit "
                          f"{verified.manifest_commit[:12]}, verification {verified.verification})")
-        return dg.Output(result, metadata={
+        yield dg.Output(result, metadata={
             "sha": sha,
             "author": f"{info.author_name} <{info.author_email}>",
             "message": info.summary,
@@ -198,3 +203,17 @@ def build_promoted_source_commit(target: Target, upstream: Target) -> dg.AssetsD
         })
 
     return source_commit
+
+
+def _newer_everywhere(remote: GitRemote, sha: str, tip_values: str, files: DeliveryTargetResource) -> str | None:
+    """Why promoting ``sha`` would change nothing: every app here already runs a newer commit's image
+    (an older delivery promoted after a newer one). None when any app could still change."""
+    newer = []
+    for app in files.catalog():
+        current = read_scalar(tip_values, app.tag_path, source=files.values_path)
+        if not (current and current != sha and is_full_sha(current) and remote.has_commit(current)
+                and remote.is_ancestor(sha, current)):
+            return None
+        newer.append(current)
+    return (f"superseded: {files.values_path} already names newer deliveries for every app "
+            f"({', '.join(sorted({c[:12] for c in newer}))})")
