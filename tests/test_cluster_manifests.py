@@ -16,6 +16,7 @@ chart's rendering of values.yaml is not exercised (k3d/README.md says so).
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import socket
@@ -35,7 +36,8 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster_k8s import K8sRunLauncher
 
 from coelho_pipeline.chart import argocd_helm_overrides, render_chart
-from test_argocd_manifests import STRING, STRINGS, closed
+from test_argocd_manifests import APPLICATION_SCHEMA as SINGLE_SOURCE_SCHEMA
+from test_argocd_manifests import STRING, closed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIR = REPO_ROOT / "k3d" / "dagster"
@@ -95,35 +97,26 @@ def test_dagster_accepts_the_instance_and_the_launchers_config(tmp_path: Path) -
     assert not process_config(K8sRunLauncher.config_type(), {**LAUNCHER, "job_namespaces": "x"}).success
 
 
-APPLICATION_SCHEMA = closed({
-    "apiVersion": {"const": "argoproj.io/v1alpha1"},
-    "kind": {"const": "Application"},
-    "metadata": closed({"name": STRING, "namespace": STRING, "labels": {"type": "object"},
-                        "finalizers": STRINGS}, ("name", "namespace")),
-    "spec": closed({
-        "project": STRING,
-        # Argo CD's multi-source form (spec.sources, ApplicationSource items).
-        "sources": {"type": "array", "minItems": 1, "items": closed({
-            "repoURL": STRING, "targetRevision": STRING, "chart": STRING, "path": STRING, "ref": STRING,
-            "helm": closed({"releaseName": STRING, "valueFiles": STRINGS}),
-            "directory": closed({"include": STRING, "exclude": STRING, "recurse": {"type": "boolean"}}),
-        }, ("repoURL",))},
-        "destination": closed({"server": STRING, "namespace": STRING, "name": STRING}),
-        "revisionHistoryLimit": {"type": "integer"},
-        "syncPolicy": closed({
-            "automated": closed({"prune": {"type": "boolean"}, "selfHeal": {"type": "boolean"}}),
-            "syncOptions": STRINGS,
-            "retry": closed({"limit": {"type": "integer"}, "backoff": closed(
-                {"duration": STRING, "factor": {"type": "integer"}, "maxDuration": STRING})}),
-        }),
-    }, ("destination", "project", "sources")),
-}, ("apiVersion", "kind", "metadata", "spec"))
+# Argo CD's Application CRD fields, as test_argocd_manifests checks them, in the multi-source form:
+# spec.sources (ApplicationSource items) instead of spec.source, with the fields a chart source, a
+# values reference and a directory of manifests use.
+APPLICATION_SCHEMA = copy.deepcopy(SINGLE_SOURCE_SCHEMA)
+_spec = APPLICATION_SCHEMA["properties"]["spec"]
+_source = _spec["properties"].pop("source")
+_source["properties"].update({"chart": STRING, "ref": STRING, "directory": closed(
+    {"include": STRING, "exclude": STRING, "recurse": {"type": "boolean"}})})
+_source["properties"]["helm"]["properties"]["releaseName"] = STRING
+_spec["properties"]["sources"] = {"type": "array", "minItems": 1, "items": _source}
+_spec["required"] = ["destination", "project", "sources"]
 
 
 def test_the_application_deploys_the_pinned_chart_with_these_values_and_manifests() -> None:
     (app,) = docs("application.yaml")
     jsonschema.validate(app, APPLICATION_SCHEMA)
     chart, values, manifests = app["spec"]["sources"]
+    with pytest.raises(jsonschema.ValidationError):  # the check does refuse a misspelt key
+        jsonschema.validate({**app, "spec": {**app["spec"], "sources": [{**chart, "helm": {"valuesFiles": []}}]}},
+                            APPLICATION_SCHEMA)
     assert (chart["repoURL"], chart["chart"]) == ("https://dagster-io.github.io/helm", "dagster")
     # The chart's version is the Dagster version the image pins.
     pins = re.findall(r'"dagster==([0-9.]+)"', (REPO_ROOT / "pyproject.toml").read_text())
