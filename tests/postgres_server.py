@@ -98,7 +98,10 @@ def start_postgres(port: int) -> PostgresServer:
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     process = subprocess.Popen(
         [str(bin_dir / "postgres"), "-D", str(directory / "data"), "-k", str(directory), "-p", str(port),
-         "-h", "127.0.0.1", "-c", "fsync=off"],  # a test database: durability buys nothing here
+         "-h", "127.0.0.1",
+         "-c", "fsync=off",  # a test database: durability buys nothing here
+         # A failed CREATE ROLE … PASSWORD would otherwise be logged with its statement, password included.
+         "-c", "log_min_error_statement=panic"],
         user=user, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     server = PostgresServer(port=port, password=password, directory=directory,
