@@ -220,6 +220,25 @@ def application_from_yaml(text_or_path: str | os.PathLike[str], *, name: str | N
     return apps[0]
 
 
+def write_kubeconfig(path: str | os.PathLike[str], server: str, *, token: str = DUMMY_TOKEN, context: str = "kmock",
+                     namespace: str = "argocd") -> Path:
+    """A kubeconfig for the API at ``server`` with a bearer ``token`` (kmock accepts any; the token tells
+    the recorded requests of different clients apart)."""
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "kmock", "user": {"token": token}}],
+        "contexts": [{"name": context, "context": {"cluster": "kmock", "user": "kmock", "namespace": namespace}}],
+        "current-context": context,
+        "preferences": {},
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(kubeconfig, indent=2) + "\n")  # JSON is YAML
+    return target
+
+
 class ArgoCDControllerDouble:
     """TEST DOUBLE of the Argo CD application controller over a kmock Kubernetes API.
 
@@ -344,19 +363,7 @@ class ArgoCDControllerDouble:
 
     def write_kubeconfig(self, path: str | os.PathLike[str], *, context: str = "kmock", namespace: str = "argocd") -> Path:
         """A kubeconfig for ``.url`` with a dummy bearer token (the official client accepts it)."""
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-            "users": [{"name": "kmock", "user": {"token": DUMMY_TOKEN}}],
-            "contexts": [{"name": context, "context": {"cluster": "kmock", "user": "kmock", "namespace": namespace}}],
-            "current-context": context,
-            "preferences": {},
-        }
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(kubeconfig, indent=2) + "\n")  # JSON is YAML
-        return target
+        return write_kubeconfig(path, self.url, context=context, namespace=namespace)
 
     def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Run ``fn()`` (sync or returning an awaitable) in the loop thread and return its result."""

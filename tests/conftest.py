@@ -7,10 +7,12 @@ private one is started for the session. Everything started here is stopped by PI
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pytest
 
 from coelho_pipeline.dev import services
 from metrics_exporter import MetricsExporter
+from postgres_server import PostgresServer, start_postgres
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -121,8 +124,9 @@ def argocd_for_repo(tmp_path: Path):
     def start(repo, **options):
         double = ArgoCDControllerDouble(**options).start()
         started.append(double)
-        double.create_application(application_from_yaml(REPO_ROOT / "k3d" / "argocd" / "application.yaml"),
-                                  repo_url=repo.url)
+        application = application_from_yaml(REPO_ROOT / "k3d" / "argocd" / "application.yaml")
+        application["spec"]["source"]["targetRevision"] = repo.branch  # the branch the pipeline writes
+        double.create_application(application, repo_url=repo.url)
         return double, double.write_kubeconfig(tmp_path / f"kubeconfig-{len(started)}")
 
     yield start
@@ -144,22 +148,64 @@ def argocd_double_options() -> dict:
 
 
 @pytest.fixture
+def dagster_yaml() -> Path:
+    """The dagster.yaml `dagster_dev` copies into its DAGSTER_HOME; a test module overrides it."""
+    return REPO_ROOT / "dagster.yaml"
+
+
+@pytest.fixture
+def source_branch() -> str:
+    """The branch of `dagster_dev`'s source repository (COELHO_GIT_BRANCH); overridable per module."""
+    return "master"
+
+
+@pytest.fixture
+def before_dagster_dev() -> Callable[..., None]:
+    """Called as f(repo, double, kubeconfig) once the source repo and the Argo CD double exist and
+    before `dagster dev` starts (e.g. to prepare more of the API); overridable per module."""
+    return lambda repo, double, kubeconfig: None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL (Debian's package) on a free loopback port, stopped by its PID at the end."""
+    server = start_postgres(services.free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_env(postgres_server: PostgresServer) -> dict[str, str]:
+    """A fresh database and login role on the session's PostgreSQL, as the DAGSTER_PG_* variables
+    k3d/dagster/dagster.yaml reads."""
+    name = f"coelho_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_hex(16)
+    postgres_server.create_database(name, owner=name, password=password)
+    return {"DAGSTER_PG_HOST": postgres_server.host, "DAGSTER_PG_PORT": str(postgres_server.port),
+            "DAGSTER_PG_USERNAME": name, "DAGSTER_PG_PASSWORD": password, "DAGSTER_PG_DB": name}
+
+
+@pytest.fixture
 def dagster_dev(tmp_path: Path, git_server, registry_addr: str, base_images, docker_host, argocd_for_repo,
-                dagster_dev_env: dict[str, str], argocd_double_options: dict):
-    """`dagster dev` (webserver + daemon, sqlite) watching a fresh source repo, with the Argo CD double;
-    yields (repo, instance, double, port). Its registry is the session's, which values.yaml does not name."""
+                dagster_dev_env: dict[str, str], argocd_double_options: dict, dagster_yaml: Path,
+                source_branch: str, before_dagster_dev: Callable[..., None]):
+    """`dagster dev` (webserver + daemon; sqlite unless `dagster_yaml` says otherwise) watching a fresh
+    source repo, with the Argo CD double; yields (repo, instance, double, port). Its registry is the
+    session's, which values.yaml does not name."""
     from pipeline_harness import make_source_repo
 
     prefix = f"{registry_addr}/coelho"
-    repo = make_source_repo(git_server)
+    repo = make_source_repo(git_server, branch=source_branch)
     double, kubeconfig = argocd_for_repo(repo, **argocd_double_options)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(dagster_yaml, home / "dagster.yaml")
+    before_dagster_dev(repo, double, kubeconfig)
     port = services.free_port()
     env = {
         **os.environ, "DAGSTER_HOME": str(home), "DOCKER_HOST": docker_host,
-        "COELHO_GIT_URL": repo.url, "COELHO_REGISTRY": prefix, "COELHO_BUILD_NETWORK": "host",
+        "COELHO_GIT_URL": repo.url, "COELHO_GIT_BRANCH": repo.branch, "COELHO_REGISTRY": prefix,
+        "COELHO_BUILD_NETWORK": "host",
         "COELHO_BUILD_ARGS": " ".join(f"{k}={v}" for k, v in base_images.items()),
         "COELHO_APPS": "fastapi,kafka_producers,sveltekit", "COELHO_WORKDIR": str(tmp_path / "work"),
         "KUBECONFIG": str(kubeconfig), "COELHO_SYNC_TIMEOUT": "60", "COELHO_VERIFY_SOAK_SECONDS": "1",

@@ -78,16 +78,17 @@ class SourceRepo:
         return [tuple(line.split("\t", 2)) for line in out.splitlines()]  # type: ignore[misc]
 
 
-def make_source_repo(git_server, *, real_apps: bool = False, values_rewrite=None) -> SourceRepo:
+def make_source_repo(git_server, *, real_apps: bool = False, values_rewrite=None, branch: str = "master") -> SourceRepo:
     """A fresh remote seeded with the apps and this repo's k3d/ exactly as shipped: its values.yaml
     names 127.0.0.1:5000/coelho, which is never the test registry (a random port), as for a user
-    with their own registry."""
+    with their own registry. ``branch`` is its only branch."""
     name = f"coelho-{uuid.uuid4().hex[:8]}"
     app_source = (REPO_ROOT, ["apps"]) if real_apps else (FIXTURES, ["apps", "README.md"])
-    services.seed_remote(git_server.path(name), [app_source, (REPO_ROOT, ["k3d"])], rewrite=values_rewrite)
+    services.seed_remote(git_server.path(name), [app_source, (REPO_ROOT, ["k3d"])], rewrite=values_rewrite,
+                         branch=branch)
     clone = git_server.base.parent / f"{name}-dev"
     services.git("clone", "-q", git_server.url(name), str(clone), cwd=git_server.base.parent)
-    return SourceRepo(bare=git_server.path(name), url=git_server.url(name), clone=clone)
+    return SourceRepo(bare=git_server.path(name), url=git_server.url(name), clone=clone, branch=branch)
 
 
 @dataclass

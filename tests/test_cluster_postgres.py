@@ -1,0 +1,104 @@
+"""The cluster instance's storage for real: `dagster dev` (webserver + daemon) on the storage of
+k3d/dagster/dagster.yaml against a real PostgreSQL server (Debian's, started for the session), runs
+launched as under `dagster dev` (the default launcher; tests/test_cluster_k8s.py launches them as
+Kubernetes Jobs). The daemon's sensor picks a push up, the delivery succeeds, and what it did is in
+the database, read with SQL and through a second DagsterInstance; nothing went to sqlite.
+
+As a user would run it: a branch, a registry (random port) and an image prefix that no shipped file
+names, a database and role of their own, the password only in the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+from cluster_harness import cluster_instance, write_instance
+from coelho_pipeline.dev import services
+from daemon_harness import sensor_cursor, wait_for_run
+from postgres_server import PostgresServer
+
+pytestmark = [pytest.mark.docker, pytest.mark.daemon]
+
+BRANCH = "release/pg-delivery"
+IMAGE_PATH = "acme-delivery/realtime"
+
+
+@pytest.fixture
+def source_branch() -> str:
+    return BRANCH
+
+
+@pytest.fixture
+def dagster_yaml(tmp_path: Path) -> Path:
+    return write_instance(tmp_path / "cluster-instance" / "dagster.yaml",
+                          cluster_instance(tmp_path / "image", run_launcher=False))
+
+
+@pytest.fixture
+def dagster_dev_env(postgres_env: dict[str, str], registry_addr: str,
+                    monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    # The test's own DagsterInstance reads the same variables as `dagster dev`.
+    for key, value in postgres_env.items():
+        monkeypatch.setenv(key, value)
+    return {**postgres_env, "COELHO_REGISTRY": f"{registry_addr}/{IMAGE_PATH}"}
+
+
+def test_the_daemon_delivers_a_push_with_its_records_in_postgres(
+        dagster_dev, postgres_server: PostgresServer, postgres_env: dict[str, str], registry_addr: str,
+        tmp_path: Path) -> None:
+    repo, instance, _, _ = dagster_dev
+    assert isinstance(instance.run_storage, PostgresRunStorage)
+    assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+    seed = repo.head()
+    assert wait_for_run(instance, seed).status == dg.DagsterRunStatus.SUCCESS
+
+    change = repo.push({"apps/fastapi/main.py": "print('stored in postgres')\n"}, "FastAPI: postgres storage")
+    run = wait_for_run(instance, change)
+
+    assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
+    manifest_sha, _, subject = repo.log(1)[0]
+    assert subject == f"Update image tags to {change} [skip ci]"
+    assert f"repository: {registry_addr}/{IMAGE_PATH}/" in repo.show(BRANCH, "k3d/helm/values.yaml")
+    # The only branch there is the user's (nothing went to a default "master").
+    assert services.git("for-each-ref", "--format=%(refname:short)", "refs/heads", cwd=repo.bare).split() == [BRANCH]
+
+    # What the daemon and the run wrote, read with SQL from the database the variables name.
+    db = postgres_env["DAGSTER_PG_DB"]
+    conn = postgres_server.connect(db, user=postgres_env["DAGSTER_PG_USERNAME"],
+                                   password=postgres_env["DAGSTER_PG_PASSWORD"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT status, pipeline_name FROM runs WHERE run_id = %s", (run.run_id,))
+            assert cur.fetchall() == [("SUCCESS", "deliver_commit")]
+            cur.execute("SELECT value FROM run_tags WHERE run_id = %s AND key = 'coelho/source-sha'", (run.run_id,))
+            assert cur.fetchall() == [(change,)]
+            cur.execute("SELECT asset_key FROM event_logs WHERE run_id = %s AND dagster_event_type = "
+                        "'ASSET_MATERIALIZATION' AND partition = %s", (run.run_id, change))
+            materialized = {row[0] for row in cur.fetchall()}
+            assert dg.AssetKey("argocd_sync").to_string() in materialized
+            assert dg.AssetKey("manifest_commit").to_string() in materialized
+            cur.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'source_commits'")
+            assert {row[0] for row in cur.fetchall()} >= {seed, change}
+            # The sensor's state (schedule storage): its ticks and its cursor.
+            cur.execute("SELECT count(*) FROM job_ticks WHERE type = 'SENSOR'")
+            assert cur.fetchone()[0] >= 2
+    finally:
+        conn.close()
+
+    # A second instance over the same database sees the same history (another process would too).
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as second:
+        stored = second.get_run_by_id(run.run_id)
+        assert stored is not None and stored.status == dg.DagsterRunStatus.SUCCESS
+        sync = second.get_latest_materialization_event(dg.AssetKey("argocd_sync")).asset_materialization
+        assert (sync.partition, sync.metadata["sync"].value, sync.metadata["health"].value) == (
+            change, "Synced", "Healthy")
+        assert sync.metadata["revision"].value == manifest_sha
+        assert sensor_cursor(second) in (change, manifest_sha)
+    # Nothing of the instance is in sqlite under DAGSTER_HOME.
+    assert not [p for p in (tmp_path / "dagster_home").rglob("*.db")]
+
