@@ -195,8 +195,7 @@ def test_the_run_pods_mount_the_instance_the_state_the_targets_and_the_docker_ce
 def test_the_settings_configmap_holds_known_settings_only() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     for key in ENV:
-        # COELHO_TARGETS: the targets file of issue 10's first part, documented with it.
-        assert key.startswith("DOCKER_") or key == "COELHO_TARGETS" or f"`{key}`" in readme, \
+        assert key.startswith("DOCKER_") or f"`{key}`" in readme, \
             f"{key} is not a documented setting"
     assert not {"COELHO_GIT_TOKEN", "COELHO_REGISTRY_PASSWORD", "COELHO_NOTIFY_WEBHOOKS"} & set(ENV)
 
