@@ -95,7 +95,8 @@ def target_definitions(target: Target, settings: Settings, *, upstream: Target |
         jobs=[*jobs.all(), build_release_hold(target), *build_runbook_jobs(target)],
         sensors=[*sensors, build_delivery_failure_sensor(target, jobs)],
         schedules=build_schedules(target, jobs),
-        resources={resource_key(target, base): resource for base, resource in _target_resources(target, settings).items()},
+        resources={resource_key(target, base): resource
+                   for base, resource in _target_resources(target, settings).items()},
     )
 
 

@@ -82,7 +82,8 @@ def build_runbook_jobs(target: Target) -> tuple[dg.JobDefinition, ...]:
         res = resources(context)
         yield _sync(context, config, res.argocd, res.git)
 
-    @dg.op(name=target.name("delivery_metrics_report"), required_resource_keys=required_keys(target, "argocd", "target"),
+    @dg.op(name=target.name("delivery_metrics_report"),
+           required_resource_keys=required_keys(target, "argocd", "target"),
            out=dg.Out(str, description="The delivery insight report, markdown."))
     def delivery_metrics_report(context: dg.OpExecutionContext, config: MetricsConfig) -> Iterator[dg.Output[str]]:
         """The ``delivery_metrics`` table for any window, without materializing the asset."""

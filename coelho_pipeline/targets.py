@@ -31,7 +31,7 @@ Without COELHO_TARGETS the COELHO_* variables describe one project with one envi
             promote_from: dev           # another environment of the same project
             promotion: manual           # auto | manual (default); only with promote_from
             release_name: coelho-realtime-prod   # default: argocd_app (Argo CD's default release name)
-            application_path: k3d/argocd/application-prod.yaml   # its Helm parameters; default k3d/argocd/application.yaml
+            application_path: k3d/argocd/application-prod.yaml   # default k3d/argocd/application.yaml
 
 Every error is a ``TargetsError`` whose message starts ``<file>:<line>: <key path>:``. Messages never
 quote the file's text or an environment variable's value: the file sits next to secrets.

@@ -28,8 +28,8 @@ def unchanged_delivery(plans: Sequence[AppPlan], apps: Sequence[App], *, sha: st
     Nothing changes when no image is rebuilt, the values file at the branch tip already names every
     app's kept image, and no file under the chart changed since the manifest commit of the newest
     delivery (the newest of the tags); the values files of the project's other environments (under
-    the same chart) are the pipeline's own writes, not a change. Anything unclear (a tag that is not a commit, histories that
-    diverged, no manifest commit found) means a full delivery.
+    the same chart) are the pipeline's own writes, not a change. Anything unclear (a tag that is not
+    a commit, histories that diverged, no manifest commit found) means a full delivery.
     """
     if any(p.rebuild or not p.deployed_tag for p in plans):
         return None
