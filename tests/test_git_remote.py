@@ -128,3 +128,16 @@ def test_with_several_environments_on_the_branch_each_finds_only_its_own_commits
                       values_file="k3d/helm/values-qa.yaml")
     other.fetch()
     assert other.find_manifest_commit(source) is None and other.last_delivered_source() is None
+
+
+def test_missing_paths_and_changed_under_answer_for_many_paths_in_one_call(repo, remote: GitRemote) -> None:
+    base = repo.push({"apps/a/Dockerfile": "FROM scratch\n", "apps/ab/Dockerfile": "FROM scratch\n",
+                      "apps/b/x": "1\n"}, "three contexts")
+    new = repo.push({"apps/ab/f": "2\n", "apps/b/x": "2\n"}, "two of them changed")
+    remote.fetch()
+    assert remote.missing_paths(new, ["apps/a/Dockerfile", "apps/b/Dockerfile", "apps/ab/Dockerfile"]) == [
+        "apps/b/Dockerfile"]
+    # "apps/a" is not a prefix of "apps/ab/f": whole path components only.
+    assert remote.changed_under(base, new, ["apps/a", "apps/ab", "apps/b/"]) == {
+        "apps/a": [], "apps/ab": ["apps/ab/f"], "apps/b/": ["apps/b/x"]}
+    assert remote.changed_paths(base, new, "apps/ab") == ["apps/ab/f"]

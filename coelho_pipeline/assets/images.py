@@ -52,7 +52,7 @@ def build_image_assets(target: Target, apps: Sequence[App]) -> dg.AssetsDefiniti
             repository = plan.repository or reg.repository(app.image)
             try:
                 if not plan.rebuild:
-                    assert plan.deployed_tag  # a kept image always has a tag (see plan_app)
+                    assert plan.deployed_tag  # a kept image always has a tag (see plan_apps)
                     ref = ImageRef(app.name, repository, plan.deployed_tag, reg.digest(repository, plan.deployed_tag),
                                    rebuilt=False, new_tag=plan.promoted, reason=plan.reason)
                     context.log.info(f"{app.name}: not rebuilt, keeps {ref.ref} ({plan.reason})")

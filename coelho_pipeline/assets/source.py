@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from coelho_pipeline.delivery.coalesce import newer_queued_delivery, unchanged_delivery
-from coelho_pipeline.delivery.plan import check_writable, is_full_sha, plan_app
+from coelho_pipeline.delivery.plan import check_writable, is_full_sha, plan_apps
 from coelho_pipeline.delivery.promotion import upstream_verified
 from coelho_pipeline.delivery.values_file import read_values
 from coelho_pipeline.domain import AppPlan, CommitInfo, SourceCommit
@@ -66,12 +66,12 @@ def _source_commit(context: dg.AssetExecutionContext, where: Target, git: GitRes
         tip_source = f"{target.values_path} (at {tip[:12]})"
         check_writable(tip_values, target.catalog(), source=tip_source, registry=reg)
         own_values = read_values(remote, sha, target.values_path)
-        plans = []
-        for app in target.catalog():
-            if not remote.path_exists(sha, f"{app.context}/Dockerfile"):
-                raise dg.Failure(f"{app.context}/Dockerfile does not exist at commit {sha}", allow_retries=False)
-            deployed = read_scalar(own_values, app.tag_path, source=target.values_path)
-            plans.append(plan_app(app, sha=sha, deployed_tag=deployed, remote=remote, registry=reg))
+        missing = remote.missing_paths(sha, [f"{app.context}/Dockerfile" for app in target.catalog()])
+        if missing:
+            raise dg.Failure(f"{missing[0]} does not exist at commit {sha}", allow_retries=False)
+        deployed = {app.name: read_scalar(own_values, app.tag_path, source=target.values_path)
+                    for app in target.catalog()}
+        plans = plan_apps(target.catalog(), sha=sha, deployed_tags=deployed, remote=remote, registry=reg)
         unchanged = unchanged_delivery(plans, target.catalog(), sha=sha, tip_values=tip_values,
                                        values_source=tip_source, chart_path=target.chart_path, remote=remote,
                                        other_values_files=target.other_values_paths)

@@ -8,7 +8,7 @@ the same commit the same way, whatever the branch head has become since.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from coelho_pipeline.catalog import App
@@ -56,23 +56,45 @@ def check_writable(values_text: str, apps: Sequence[App], *, source: str, regist
                                "\n".join(f"- {p}" for p in problems))
 
 
-def plan_app(app: App, *, sha: str, deployed_tag: str | None, remote: GitRemote, registry: Registry) -> AppPlan:
-    """Whether ``app`` needs a new image for commit ``sha``, given the tag delivered before it."""
-    repository = registry.repository(app.image)
+def plan_apps(apps: Sequence[App], *, sha: str, deployed_tags: Mapping[str, str | None], remote: GitRemote,
+              registry: Registry) -> list[AppPlan]:
+    """Whether each app needs a new image for commit ``sha``, given the tag each delivered before it.
 
-    def plan(rebuild: bool, reason: str) -> AppPlan:
-        return AppPlan(app.name, deployed_tag, rebuild, reason, repository)
+    The git questions are asked once per deployed tag, not once per app (most apps share the tag of
+    the last delivery that rebuilt them): the catalog's size must not cost a one-app change.
+    """
+    by_tag: dict[str, list[App]] = {}
+    for app in apps:
+        tag = deployed_tags.get(app.name)
+        if tag and is_full_sha(tag):
+            by_tag.setdefault(tag, []).append(app)
+    changed: dict[tuple[str, str], list[str]] = {}
+    known: set[str] = set()
+    for tag, tagged in by_tag.items():
+        if remote.has_commit(tag):
+            known.add(tag)
+            for context, files in remote.changed_under(tag, sha, [a.context for a in tagged]).items():
+                changed[(tag, context)] = files
+    plans = []
+    for app in apps:
+        repository = registry.repository(app.image)
+        tag = deployed_tags.get(app.name)
 
-    if not deployed_tag:
-        return plan(True, "never delivered (empty tag in values)")
-    if not is_full_sha(deployed_tag) or not remote.has_commit(deployed_tag):
-        return plan(True, f"deployed tag {deployed_tag!r} is not a commit of the branch")
-    changed = remote.changed_paths(deployed_tag, sha, app.context)
-    if changed:
-        return plan(True, f"{len(changed)} file(s) changed under {app.context}/ since {deployed_tag[:12]}")
-    if registry.digest(repository, deployed_tag) is None:
-        return plan(True, f"{repository}:{deployed_tag} is missing from the registry (COELHO_REGISTRY)")
-    return plan(False, f"unchanged since {deployed_tag[:12]}")
+        def plan(rebuild: bool, reason: str, app: App = app, tag: str | None = tag,
+                 repository: str = repository) -> AppPlan:
+            return AppPlan(app.name, tag, rebuild, reason, repository)
+
+        if not tag:
+            plans.append(plan(True, "never delivered (empty tag in values)"))
+        elif tag not in known:
+            plans.append(plan(True, f"deployed tag {tag!r} is not a commit of the branch"))
+        elif files := changed[(tag, app.context)]:
+            plans.append(plan(True, f"{len(files)} file(s) changed under {app.context}/ since {tag[:12]}"))
+        elif registry.digest(repository, tag) is None:
+            plans.append(plan(True, f"{repository}:{tag} is missing from the registry (COELHO_REGISTRY)"))
+        else:
+            plans.append(plan(False, f"unchanged since {tag[:12]}"))
+    return plans
 
 
 def desired_writes(apps: Sequence[App], images: Sequence[ImageRef]) -> tuple[ValueWrite, ...]:

@@ -259,11 +259,28 @@ class GitRemote:
             except KeyError:
                 return False
 
+    def missing_paths(self, sha: str, paths: Sequence[str]) -> list[str]:
+        """Those of ``paths`` that do not exist at ``sha``: one tree walk for all of them."""
+        with self._repo() as clone:
+            tree = clone.repo.commit(sha).tree
+            missing = []
+            for path in paths:
+                try:
+                    tree / path
+                except KeyError:
+                    missing.append(path)
+            return missing
+
     def changed_paths(self, old: str, new: str, path: str) -> list[str]:
         """Files under ``path`` that differ between two commits."""
+        return self.changed_under(old, new, [path])[path]
+
+    def changed_under(self, old: str, new: str, paths: Sequence[str]) -> dict[str, list[str]]:
+        """For each of ``paths``, the files under it that differ between two commits: one ``git diff``."""
         with self._repo() as clone:
-            out = clone.repo.git.diff("--name-only", old, new, "--", path)
-        return [line for line in out.splitlines() if line]
+            out = clone.repo.git.diff("--name-only", old, new, "--", *paths)
+        files = [line for line in out.splitlines() if line]
+        return {p: [f for f in files if f == p or f.startswith(p.rstrip("/") + "/")] for p in paths}
 
     def archive(self, sha: str, path: str) -> bytes:
         """Tar of the tree at ``sha:path`` with paths relative to it: a Docker build context."""
