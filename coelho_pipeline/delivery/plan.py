@@ -63,37 +63,29 @@ def plan_apps(apps: Sequence[App], *, sha: str, deployed_tags: Mapping[str, str 
     The git questions are asked once per deployed tag, not once per app (most apps share the tag of
     the last delivery that rebuilt them): the catalog's size must not cost a one-app change.
     """
-    by_tag: dict[str, list[App]] = {}
+    contexts_by_tag: dict[str, list[str]] = {}
     for app in apps:
         tag = deployed_tags.get(app.name)
         if tag and is_full_sha(tag):
-            by_tag.setdefault(tag, []).append(app)
-    changed: dict[tuple[str, str], list[str]] = {}
-    known: set[str] = set()
-    for tag, tagged in by_tag.items():
-        if remote.has_commit(tag):
-            known.add(tag)
-            for context, files in remote.changed_under(tag, sha, [a.context for a in tagged]).items():
-                changed[(tag, context)] = files
+            contexts_by_tag.setdefault(tag, []).append(app.context)
+    # tag -> context -> files changed since it; a tag that is not a commit of the branch is absent.
+    changed = {tag: remote.changed_under(tag, sha, contexts)
+               for tag, contexts in contexts_by_tag.items() if remote.has_commit(tag)}
     plans = []
     for app in apps:
         repository = registry.repository(app.image)
         tag = deployed_tags.get(app.name)
-
-        def plan(rebuild: bool, reason: str, app: App = app, tag: str | None = tag,
-                 repository: str = repository) -> AppPlan:
-            return AppPlan(app.name, tag, rebuild, reason, repository)
-
         if not tag:
-            plans.append(plan(True, "never delivered (empty tag in values)"))
-        elif tag not in known:
-            plans.append(plan(True, f"deployed tag {tag!r} is not a commit of the branch"))
-        elif files := changed[(tag, app.context)]:
-            plans.append(plan(True, f"{len(files)} file(s) changed under {app.context}/ since {tag[:12]}"))
+            rebuild, reason = True, "never delivered (empty tag in values)"
+        elif tag not in changed:
+            rebuild, reason = True, f"deployed tag {tag!r} is not a commit of the branch"
+        elif files := changed[tag][app.context]:
+            rebuild, reason = True, f"{len(files)} file(s) changed under {app.context}/ since {tag[:12]}"
         elif registry.digest(repository, tag) is None:
-            plans.append(plan(True, f"{repository}:{tag} is missing from the registry (COELHO_REGISTRY)"))
+            rebuild, reason = True, f"{repository}:{tag} is missing from the registry (COELHO_REGISTRY)"
         else:
-            plans.append(plan(False, f"unchanged since {tag[:12]}"))
+            rebuild, reason = False, f"unchanged since {tag[:12]}"
+        plans.append(AppPlan(app.name, tag, rebuild, reason, repository))
     return plans
 
 

@@ -205,7 +205,7 @@ class GitRemote:
         for record in out.split("\x1e"):
             sha, *files = record.strip().splitlines() or [""]
             if sha:
-                touched[sha] = [p for p in paths if any(f == p or f.startswith(p.rstrip("/") + "/") for f in files)]
+                touched[sha] = [p for p in paths if any(_is_under(f, p) for f in files)]
         return touched
 
     def history(self, head: str, *, limit: int = 200) -> list[CommitInfo]:
@@ -251,14 +251,6 @@ class GitRemote:
             raise GitError(f"{path} at commit {sha} is not UTF-8: byte 0x{data[e.start]:02x} at offset "
                            f"{e.start} ({e.reason})") from e
 
-    def path_exists(self, sha: str, path: str) -> bool:
-        with self._repo() as clone:
-            try:
-                clone.repo.commit(sha).tree / path
-                return True
-            except KeyError:
-                return False
-
     def missing_paths(self, sha: str, paths: Sequence[str]) -> list[str]:
         """Those of ``paths`` that do not exist at ``sha``: one tree walk for all of them."""
         with self._repo() as clone:
@@ -280,7 +272,7 @@ class GitRemote:
         with self._repo() as clone:
             out = clone.repo.git.diff("--name-only", old, new, "--", *paths)
         files = [line for line in out.splitlines() if line]
-        return {p: [f for f in files if f == p or f.startswith(p.rstrip("/") + "/")] for p in paths}
+        return {p: [f for f in files if _is_under(f, p)] for p in paths}
 
     def archive(self, sha: str, path: str) -> bytes:
         """Tar of the tree at ``sha:path`` with paths relative to it: a Docker build context."""
@@ -566,6 +558,11 @@ def _scrub(text: str, secret: str | None) -> str:
         text = text.replace(secret, "***")
         text = text.replace(base64.b64encode(f"x-access-token:{secret}".encode()).decode(), "***")
     return text
+
+
+def _is_under(file: str, path: str) -> bool:
+    """``file`` is ``path`` or inside it, by whole path components (``apps/a`` does not hold ``apps/ab/f``)."""
+    return file == path or file.startswith(path.rstrip("/") + "/")
 
 
 def _last_line(text: str) -> str:
