@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import dagster as dg
+from dagster._core.events import RunFailureReason
+from dagster._core.execution.retries import auto_reexecution_should_retry_run
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
 from coelho_pipeline import auto_rollback
@@ -241,7 +243,7 @@ def _redelivery_request(context: dg.SensorEvaluationContext, scope: _Scope) -> d
     latest = runs[0]  # a manual re-execution or a run retry of this commit counts as well
     if latest.status != dg.DagsterRunStatus.FAILURE:
         return None  # still queued/running, or canceled by someone on purpose
-    if latest.tags.get(WILL_RETRY_TAG) == "true" or AUTO_RETRY_RUN_ID_TAG in latest.tags:
+    if dagster_retries(instance, latest):
         return None  # Dagster's run retries (dagster.yaml) take this one
     verdict = failure_kind(instance, latest)
     if verdict == "terminal":
@@ -256,6 +258,22 @@ def _redelivery_request(context: dg.SensorEvaluationContext, scope: _Scope) -> d
         tags={SOURCE_SHA_TAG: sha, "coelho/superseded": "0", REDELIVERY_TAG: str(len(runs)),
               "coelho/redelivery-of": latest.run_id},
     )
+
+
+def dagster_retries(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether Dagster's run retries (dagster.yaml ``run_retries``) re-execute this failed run, or did.
+
+    Dagster writes its decision as a tag just after the run's status turns FAILURE, so a sensor that
+    ticks in between sees neither; it then asks the rule Dagster is about to apply, rather than
+    requesting a second run of the commit alongside Dagster's retry."""
+    if AUTO_RETRY_RUN_ID_TAG in run.tags:
+        return True
+    if WILL_RETRY_TAG in run.tags:
+        return run.tags[WILL_RETRY_TAG] == "true"
+    if not instance.run_retries_enabled:
+        return False
+    reason = run.tags.get(RUN_FAILURE_REASON_TAG)
+    return bool(auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if reason else None))
 
 
 def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
@@ -295,7 +313,7 @@ def build_delivery_failure_sensor(target: Target, jobs: TargetJobs) -> dg.Sensor
 def _after_failure(context: dg.RunFailureSensorContext, target: Target, jobs: TargetJobs, notify: NotifierResource,
                    argocd: ArgoCDResource, verification: VerificationResource) -> dg.RunRequest | dg.SkipReason | None:
     run = context.dagster_run
-    if run.tags.get(WILL_RETRY_TAG) == "true":
+    if dagster_retries(context.instance, run):
         return None
     failures = context.get_step_failure_events()
     first = failures[0] if failures else None

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from coelho_pipeline.dev import services
-from coelho_pipeline.sensors import MAX_DELIVERY_ATTEMPTS, failure_kind
+from coelho_pipeline.sensors import MAX_DELIVERY_ATTEMPTS, dagster_retries, failure_kind
 from pipeline_harness import git_push_sensor
 from pipeline_harness import Pipeline, make_source_repo, settings_for
 
@@ -123,3 +124,27 @@ def test_a_queued_or_running_delivery_is_left_alone(git_server, instance, tmp_pa
                                 tags={**SENSOR_TAGS, "coelho/source-sha": head},
                                 status=dg.DagsterRunStatus.STARTED)
     assert not _requests(_tick(pipeline, head))
+
+
+def test_a_lost_run_that_dagster_is_about_to_retry_is_left_to_dagster(git_server, tmp_path) -> None:
+    """With run retries on, Dagster tags a failed run `will_retry` a moment after its status turns FAILURE.
+    A tick in between must not request the commit again: Dagster's retry and a redelivery would run the
+    same delivery twice at once. Once Dagster has said no (retries used up), the sensor takes over."""
+    retries = {"run_retries": {"enabled": True, "max_retries": 1}}
+    with dg.instance_for_test(overrides=retries) as instance:
+        pipeline = _pipeline(git_server, instance, tmp_path, "127.0.0.1:5000/coelho")
+        head = pipeline.repo.head()
+        instance.add_dynamic_partitions("source_commits", [head])
+        job = pipeline.defs.resolve_job_def("deliver_commit")
+        # The moment between the two writes: FAILURE with its reason, no will_retry tag yet.
+        run = instance.create_run_for_job(job, status=dg.DagsterRunStatus.FAILURE,
+                                          tags={**SENSOR_TAGS, "coelho/source-sha": head, "dagster/partition": head,
+                                                "dagster/failure_reason": "UNEXPECTED_TERMINATION"})
+        assert WILL_RETRY_TAG not in instance.get_run_by_id(run.run_id).tags
+        assert dagster_retries(instance, run)
+        assert not _requests(_tick(pipeline, head))
+
+        instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})  # Dagster decided: not retried
+
+        (request,) = _requests(_tick(pipeline, head))
+        assert request.run_key == f"{head}@redelivery-1"
