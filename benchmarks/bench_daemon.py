@@ -278,7 +278,8 @@ def phase_summary(name: str, rs: Sequence[Round]) -> str:
         del raw
     log("\n".join(lines))
     inside = {k: med(v) for k, v in phases.items()
-              if k.startswith("step ") or k in ("RUN_START -> first step", "between steps", "last step -> RUN_SUCCESS")}
+              if k.startswith("step ") or k in ("RUN_START -> first step", "between steps", "last step -> RUN_SUCCESS",
+                                                "argocd_sync waiting for Synced+Healthy")}
     return ", ".join(f"{k.removeprefix('step ')} {v:.2f}" for k, v in inside.items())
 
 

@@ -260,6 +260,7 @@ class Delivery:
     synced_at: float | None  # the double: Synced+Healthy at the manifest commit
     rebuilt: set[str] = field(default_factory=set)
     failure: str = ""
+    converge: float | None = None  # argocd_sync's own figure: sync requested -> Synced+Healthy read
 
     @property
     def delivery(self) -> float:
@@ -294,6 +295,8 @@ class Delivery:
             out["RUN_START -> first step"] = self.first_step_start - self.start
             for key, seconds in self.steps.items():
                 out[f"step {key}"] = seconds
+            if self.converge is not None:
+                out["argocd_sync waiting for Synced+Healthy"] = self.converge
             out["between steps"] = (self.last_step_end - self.first_step_start) - sum(self.steps.values())
             out["last step -> RUN_SUCCESS"] = self.end - self.last_step_end
         return out
@@ -528,7 +531,8 @@ class DaemonSession:
             enqueued=stamps.get(T.RUN_ENQUEUED.value), starting=stamps.get(T.RUN_STARTING.value),
             start=start if start is not None else created, end=end if end is not None else created, steps=steps,
             first_step_start=first, last_step_end=last, tick_at=tick_at, manifest=str(manifest) if manifest else None,
-            synced_at=synced, rebuilt=rebuilt, failure=failure)
+            synced_at=synced, rebuilt=rebuilt, failure=failure,
+            converge=(metadata.get("argocd_sync") or {}).get("seconds_to_converge"))
 
     def synced_at(self, revision: str, *, since_wall: float) -> float | None:
         """Wall time the double's Application was first Synced (by an operation at ``revision``) and Healthy."""

@@ -44,30 +44,37 @@ def build_image_assets(target: Target, apps: Sequence[App]) -> dg.AssetsDefiniti
         res = TargetResources(context.resources, target)
         git, builder = res.git, res.builder
         reg = res.registry.registry()
+        selected = [app for app in apps if image_key(target, app) in context.selected_asset_keys]
+        plans = {app.name: source_commit.plan(app.name) for app in selected}
+        repositories = {app.name: plans[app.name].repository or reg.repository(app.image) for app in selected}
+        # One registry question per app, side by side: a kept image's digest, or whether this commit's
+        # image is already there.
+        try:
+            digests = reg.digests([(repositories[app.name],
+                                    source_commit.sha if plans[app.name].rebuild else plans[app.name].deployed_tag)
+                                   for app in selected])
+        except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
+            raise failure(e, context=f"images at {source_commit.sha[:12]}: registry lookups") from e
+        kept: list[tuple[App, ImageRef]] = []
         to_build: list[tuple[App, str, AppPlan]] = []
-        for app in apps:
-            if image_key(target, app) not in context.selected_asset_keys:
-                continue
-            plan = source_commit.plan(app.name)
-            repository = plan.repository or reg.repository(app.image)
-            try:
-                if not plan.rebuild:
-                    assert plan.deployed_tag  # a kept image always has a tag (see plan_apps)
-                    ref = ImageRef(app.name, repository, plan.deployed_tag, reg.digest(repository, plan.deployed_tag),
-                                   rebuilt=False, new_tag=plan.promoted, reason=plan.reason)
-                    context.log.info(f"{app.name}: not rebuilt, keeps {ref.ref} ({plan.reason})")
-                    yield _output(app, ref)
-                    continue
-                existing = reg.digest(repository, source_commit.sha)
-            except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
-                raise failure(e, context=f"image of {app.context} at {source_commit.sha[:12]}") from e
-            if existing:
+        for app, digest in zip(selected, digests, strict=True):
+            plan, repository = plans[app.name], repositories[app.name]
+            if not plan.rebuild:
+                assert plan.deployed_tag  # a kept image always has a tag (see plan_apps)
+                kept.append((app, ImageRef(app.name, repository, plan.deployed_tag, digest, rebuilt=False,
+                                           new_tag=plan.promoted, reason=plan.reason)))
+            elif digest:
                 # Tags are immutable commit SHAs: an earlier run already pushed this exact image.
-                yield _output(app, ImageRef(app.name, repository, source_commit.sha, existing, rebuilt=False,
-                                            new_tag=True,
-                                            reason=f"{plan.reason}; already in the registry from an earlier run"))
-                continue
-            to_build.append((app, repository, plan))
+                kept.append((app, ImageRef(app.name, repository, source_commit.sha, digest, rebuilt=False,
+                                           new_tag=True,
+                                           reason=f"{plan.reason}; already in the registry from an earlier run")))
+            else:
+                to_build.append((app, repository, plan))
+        if kept:  # one line for all of them: a large catalog's log is not a line per unchanged app
+            context.log.info(f"not rebuilt ({len(kept)}): " + "; ".join(f"{app.name} keeps {ref.ref} ({ref.reason})"
+                                                                        for app, ref in kept))
+        for app, ref in kept:
+            yield _output(app, ref)
         yield from _build_all(context, to_build, source_commit.sha, git, builder)
 
     return images

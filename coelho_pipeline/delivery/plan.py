@@ -71,22 +71,30 @@ def plan_apps(apps: Sequence[App], *, sha: str, deployed_tags: Mapping[str, str 
     # tag -> context -> files changed since it; a tag that is not a commit of the branch is absent.
     changed = {tag: remote.changed_under(tag, sha, contexts)
                for tag, contexts in contexts_by_tag.items() if remote.has_commit(tag)}
+    why = {app.name: _rebuild_reason(app, deployed_tags.get(app.name), changed) for app in apps}
+    kept = [app for app in apps if why[app.name] is None]
+    held = registry.digests([(registry.repository(app.image), deployed_tags[app.name]) for app in kept])
+    for app, digest in zip(kept, held, strict=True):
+        if digest is None:
+            why[app.name] = (f"{registry.repository(app.image)}:{deployed_tags[app.name]} is missing from the "
+                             "registry (COELHO_REGISTRY)")
     plans = []
     for app in apps:
-        repository = registry.repository(app.image)
-        tag = deployed_tags.get(app.name)
-        if not tag:
-            rebuild, reason = True, "never delivered (empty tag in values)"
-        elif tag not in changed:
-            rebuild, reason = True, f"deployed tag {tag!r} is not a commit of the branch"
-        elif files := changed[tag][app.context]:
-            rebuild, reason = True, f"{len(files)} file(s) changed under {app.context}/ since {tag[:12]}"
-        elif registry.digest(repository, tag) is None:
-            rebuild, reason = True, f"{repository}:{tag} is missing from the registry (COELHO_REGISTRY)"
-        else:
-            rebuild, reason = False, f"unchanged since {tag[:12]}"
-        plans.append(AppPlan(app.name, tag, rebuild, reason, repository))
+        tag, reason = deployed_tags.get(app.name), why[app.name]
+        plans.append(AppPlan(app.name, tag, reason is not None, reason or f"unchanged since {tag[:12]}",
+                             registry.repository(app.image)))
     return plans
+
+
+def _rebuild_reason(app: App, tag: str | None, changed: Mapping[str, Mapping[str, Sequence[str]]]) -> str | None:
+    """Why ``app`` needs a new image, as far as git can tell; None: its image may be kept."""
+    if not tag:
+        return "never delivered (empty tag in values)"
+    if tag not in changed:
+        return f"deployed tag {tag!r} is not a commit of the branch"
+    if files := changed[tag][app.context]:
+        return f"{len(files)} file(s) changed under {app.context}/ since {tag[:12]}"
+    return None
 
 
 def desired_writes(apps: Sequence[App], images: Sequence[ImageRef]) -> tuple[ValueWrite, ...]:

@@ -106,3 +106,18 @@ def test_a_refused_connection_is_transient() -> None:
 def test_the_real_registry_says_none_for_a_missing_tag(registry_addr: str) -> None:
     registry = Registry(prefix=f"{registry_addr}/coelho")
     assert registry.digest(f"{registry_addr}/coelho/fastapi", "0" * 40) is None
+
+
+def test_many_digests_are_asked_side_by_side_and_an_error_raises() -> None:
+    digest = "sha256:" + "a" * 64
+    refs = [(f"app{i:02d}", f"t{i}") for i in range(12)]
+    with CannedHTTP("200 OK", [("Docker-Content-Digest", digest)]) as server:
+        registry = Registry(prefix=f"{server.address}/coelho")
+        assert registry.digests([(f"{server.address}/coelho/{name}", tag) for name, tag in refs]) == [digest] * 12
+        asked = sorted(path for _, path, _ in server.requests)
+        assert asked == sorted(f"/v2/coelho/{name}/manifests/{tag}" for name, tag in refs)
+    with CannedHTTP("503 Service Unavailable") as server:
+        with pytest.raises(ImageError) as info:
+            Registry(prefix=f"{server.address}/coelho").digests(
+                [(f"{server.address}/coelho/{name}", tag) for name, tag in refs])
+    assert info.value.transient is True and server.address in str(info.value)
