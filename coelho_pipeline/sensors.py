@@ -273,7 +273,8 @@ def dagster_retries(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     if not instance.run_retries_enabled:
         return False
     reason = run.tags.get(RUN_FAILURE_REASON_TAG)
-    return bool(auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if reason else None))
+    known = reason in {r.value for r in RunFailureReason}  # a tag another Dagster version wrote may not be
+    return bool(auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if known else None))
 
 
 def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
