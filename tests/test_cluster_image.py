@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
 pytestmark = pytest.mark.docker
 
@@ -66,6 +67,21 @@ def test_the_image_installs_the_pipeline_and_imports_its_definitions(docker_clie
                                                    "print(dagster.__version__, dagster_k8s.__version__, "
                                                    "dagster_postgres.__version__)"])
     assert versions.split() == ["1.13.27", "0.29.27", "0.29.27"]
+
+
+def test_the_image_runs_the_charts_webserver_and_daemon_on_the_instance_class(docker_client, pipeline_image) -> None:
+    # The chart starts the webserver, the daemon and its migrate Job from this image too
+    # (k3d/dagster/values.yaml): their commands exist, and an instance naming DeliveryInstance loads.
+    for command in (["dagster-webserver", "--help"], ["dagster-daemon", "run", "--help"],
+                    ["dagster", "instance", "migrate", "--help"]):
+        run(docker_client, pipeline_image, command)
+    instance_class = yaml.safe_load((REPO_ROOT / "k3d" / "dagster" / "dagster.yaml").read_text())["instance_class"]
+    script = ("import pathlib, sys, tempfile, yaml, dagster as dg; home = tempfile.mkdtemp(); "
+              "config = {'instance_class': {'module': sys.argv[1], 'class': sys.argv[2]}}; "
+              "pathlib.Path(home, 'dagster.yaml').write_text(yaml.safe_dump(config)); "
+              "print(type(dg.DagsterInstance.from_config(home)).__name__)")
+    loaded = run(docker_client, pipeline_image, ["python", "-c", script, instance_class["module"], instance_class["class"]])
+    assert loaded.strip().splitlines()[-1] == instance_class["class"] == "DeliveryInstance"
 
 
 def test_the_image_config_leaves_the_command_to_kubernetes(docker_client, pipeline_image) -> None:

@@ -284,6 +284,20 @@ def test_the_charts_database_is_the_postgres_manifest() -> None:
                                                                       "key": "postgresql-password"}}
 
 
+def test_every_process_loading_the_instance_runs_the_image_that_has_its_class() -> None:
+    # The instance names the pipeline's DeliveryInstance, as in development; Dagster imports it in
+    # every process that loads the instance: the webserver (and the chart's migrate Job, which takes
+    # the webserver's image), the daemon, the code location and the run pods (the code location's image).
+    assert INSTANCE["instance_class"] == DEV_INSTANCE["instance_class"] == {
+        "module": "coelho_pipeline.instance", "class": "DeliveryInstance"}
+    assert VALUES["additionalInstanceConfig"]["instance_class"] == INSTANCE["instance_class"]
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert VALUES[component]["image"] == CODE_LOCATION["image"], component
+    # That image runs as user 10001; the chart's webserver listens on port 80.
+    assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in \
+        VALUES["dagsterWebserver"]["podSecurityContext"]["sysctls"]
+
+
 def test_the_code_location_is_the_one_dagster_dev_serves() -> None:
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())["load_from"][0]["python_module"]
     assert CODE_LOCATION["name"] == workspace["location_name"] == "coelho"
