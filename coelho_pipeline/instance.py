@@ -7,22 +7,26 @@ for an answer that does not change during the run. This instance remembers a par
 found for a short while. A partition it deletes itself is forgotten at once; one deleted by another
 process (the UI, ``dagster instance``) may still be believed here for at most
 ``PARTITION_MEMORY_SECONDS``; a partition that does not exist is never remembered, so a new one is
-seen as soon as it is added.
+seen as soon as it is added. That window matters only in the long-lived processes: a sensor request
+for a partition deleted elsewhere seconds before is not added again by the daemon, and its run fails
+saying the partition does not exist; a delivery whose partition is deleted while it runs finishes.
 
 Only Dagster is imported here: every Dagster process loading the instance (webserver, daemon, code
 server, run worker) imports this module.
 """
 
+import math
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import AbstractSet, Any
 
 from dagster import DagsterInstance
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import ConfigurableClassData
 
 PARTITION_MEMORY_SECONDS = 30.0
+MAX_REMEMBERED_PARTITIONS = 1024
 
 
 class DeliveryInstance(DagsterInstance):
@@ -33,6 +37,9 @@ class DeliveryInstance(DagsterInstance):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._partitions_found: dict[tuple[str, str], float] = {}
+        # Bumped before and after each deletion made here: an answer read from the storage while a
+        # deletion was under way is not remembered, so a deleted partition is never believed again.
+        self._partition_deletions = 0
         self._partitions_lock = threading.Lock()
 
     @classmethod
@@ -44,20 +51,41 @@ class DeliveryInstance(DagsterInstance):
         return InstanceRef.config_defaults(base_dir)
 
     def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
-        key = (partitions_def_name, partition_key)
+        return partition_key in self.get_existing_dynamic_partitions(partitions_def_name, [partition_key])
+
+    def get_existing_dynamic_partitions(self, partitions_def_name: str,
+                                        partition_keys: Sequence[str]) -> AbstractSet[str]:
+        now = self.clock()
         with self._partitions_lock:
-            found_at = self._partitions_found.get(key)
-        if found_at is not None and self.clock() - found_at < PARTITION_MEMORY_SECONDS:
-            return True
-        exists = super().has_dynamic_partition(partitions_def_name, partition_key)
-        with self._partitions_lock:
-            if exists:
-                self._partitions_found[key] = self.clock()
-            else:
-                self._partitions_found.pop(key, None)
-        return exists
+            remembered = {key for key in partition_keys
+                          if now - self._partitions_found.get((partitions_def_name, key), -math.inf)
+                          < PARTITION_MEMORY_SECONDS}
+            deletions = self._partition_deletions
+        unknown = [key for key in partition_keys if key not in remembered]
+        if not unknown:
+            return remembered
+        found = set(super().get_existing_dynamic_partitions(partitions_def_name, unknown))
+        self._remember(partitions_def_name, found, now, deletions)
+        return remembered | found
 
     def delete_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> None:
+        self._forget(partitions_def_name, partition_key)
+        try:
+            super().delete_dynamic_partition(partitions_def_name, partition_key)
+        finally:
+            self._forget(partitions_def_name, partition_key)
+
+    def _remember(self, partitions_def_name: str, keys: AbstractSet[str], asked_at: float, deletions: int) -> None:
         with self._partitions_lock:
+            if deletions != self._partition_deletions:
+                return
+            if len(self._partitions_found) >= MAX_REMEMBERED_PARTITIONS:  # long-lived processes
+                self._partitions_found = {k: t for k, t in self._partitions_found.items()
+                                          if asked_at - t < PARTITION_MEMORY_SECONDS}
+            for key in keys:
+                self._partitions_found[(partitions_def_name, key)] = asked_at
+
+    def _forget(self, partitions_def_name: str, partition_key: str) -> None:
+        with self._partitions_lock:
+            self._partition_deletions += 1
             self._partitions_found.pop((partitions_def_name, partition_key), None)
-        super().delete_dynamic_partition(partitions_def_name, partition_key)

@@ -6,11 +6,15 @@ and never more than PARTITION_MEMORY_SECONDS one made elsewhere.
 """
 
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
+from dagster._serdes import deserialize_value, serialize_value
 
 from coelho_pipeline.instance import PARTITION_MEMORY_SECONDS, DeliveryInstance
 from pipeline_harness import REPO_ROOT, Pipeline
@@ -27,18 +31,19 @@ class Clock:
 
 
 class StorageQueries:
-    """Counts the questions that reach the instance's event log storage (wraps the real method)."""
+    """Counts the partition questions that reach the instance's event log storage (wraps its real methods)."""
 
     def __init__(self, instance: dg.DagsterInstance) -> None:
         self.count = 0
         storage = instance._event_storage  # noqa: SLF001  (the storage behind the instance is the subject)
-        real = storage.has_dynamic_partition
+        for name in ("has_dynamic_partition", "get_existing_dynamic_partitions"):
+            setattr(storage, name, self._counted(getattr(storage, name)))
 
-        def counted(partitions_def_name: str, partition_key: str) -> bool:
+    def _counted(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
             self.count += 1
-            return real(partitions_def_name, partition_key)
-
-        storage.has_dynamic_partition = counted
+            return real(*args)
+        return counted
 
 
 @pytest.fixture
@@ -59,7 +64,8 @@ def test_dagster_yaml_names_it_and_a_run_worker_loads_it_from_the_ref(instance: 
     # A run worker (a new process for dagster dev, a pod in the cluster) builds its instance from the
     # ref the launcher passes it.
     assert type(instance) is DeliveryInstance
-    assert type(dg.DagsterInstance.from_ref(instance.get_ref())) is DeliveryInstance
+    ref = deserialize_value(serialize_value(instance.get_ref()), InstanceRef)
+    assert type(dg.DagsterInstance.from_ref(ref)) is DeliveryInstance
 
 
 def test_a_partition_found_is_asked_once_within_the_window(instance: DeliveryInstance) -> None:
@@ -100,6 +106,45 @@ def test_a_partition_deleted_elsewhere_is_believed_for_at_most_the_window(
     clock.now += PARTITION_MEMORY_SECONDS - 1
     assert instance.has_dynamic_partition(PARTITIONS, "abc")
     clock.now += 1.1
+    assert not instance.has_dynamic_partition(PARTITIONS, "abc")
+
+
+def test_many_keys_at_once_ask_only_for_the_ones_not_remembered(instance: DeliveryInstance) -> None:
+    instance.add_dynamic_partitions(PARTITIONS, ["a", "b", "c"])
+    assert instance.has_dynamic_partition(PARTITIONS, "a")
+    queries = StorageQueries(instance)
+    assert instance.get_existing_dynamic_partitions(PARTITIONS, ["a", "b", "x"]) == {"a", "b"}
+    assert queries.count == 1  # b and x
+    assert instance.get_existing_dynamic_partitions(PARTITIONS, ["a", "b"]) == {"a", "b"}
+    assert queries.count == 1
+    # Both ways of asking agree: a missing key is asked again each time.
+    assert not instance.has_dynamic_partition(PARTITIONS, "x")
+    assert queries.count == 2
+
+
+def test_an_answer_read_while_it_deletes_the_partition_is_not_remembered(instance: DeliveryInstance) -> None:
+    instance.add_dynamic_partitions(PARTITIONS, ["abc"])
+    storage = instance._event_storage  # noqa: SLF001
+    real = storage.get_existing_dynamic_partitions
+    read, deleted = threading.Event(), threading.Event()
+
+    def slow_read(partitions_def_name: str, partition_keys: Any) -> Any:
+        answer = real(partitions_def_name, partition_keys)  # still there
+        read.set()
+        deleted.wait(10)
+        return answer
+
+    storage.get_existing_dynamic_partitions = slow_read
+    answers: list[bool] = []
+    asking = threading.Thread(target=lambda: answers.append(instance.has_dynamic_partition(PARTITIONS, "abc")))
+    asking.start()
+    assert read.wait(10)
+    storage.get_existing_dynamic_partitions = real
+    instance.delete_dynamic_partition(PARTITIONS, "abc")
+    deleted.set()
+    asking.join(10)
+
+    assert answers == [True]  # true when it was read
     assert not instance.has_dynamic_partition(PARTITIONS, "abc")
 
 
