@@ -75,7 +75,7 @@ from coelho_pipeline.chart import argocd_helm_overrides
 from coelho_pipeline.dev import services
 from coelho_pipeline.values import read_scalar
 
-PARTS = ("P1", "P1-real", "P2", "P2-webhook", "P3", "P5", "P6", "growth")
+PARTS = ("P1", "P1-real", "P1-postgres", "P2", "P2-webhook", "P3", "P5", "P6", "growth")
 NAN = float("nan")
 VALUES = "k3d/helm/values.yaml"
 PIPELINE_EMAIL = "pipeline@coelho-realtime.local"
@@ -96,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst-seconds", type=float, default=10.0, help="P5: over this many seconds (default 10)")
     p.add_argument("--skip", action="append", default=[], metavar="PART",
                    help=f"parts to leave out, comma-separated or repeated: {', '.join(PARTS)} "
-                        "(P1 also skips P1-real)")
+                        "(P1 also skips P1-real and P1-postgres)")
     p.add_argument("--only", action="append", default=[], metavar="PART", help="run only these parts")
     p.add_argument("--verify-soak", type=float, default=0.0,
                    help="COELHO_VERIFY_SOAK_SECONDS for dagster dev (default 0: one sample after the rollout)")
@@ -130,7 +130,8 @@ def _split(values: Iterable[str] | str, *, strict: bool = False) -> set[str]:
             if not part:
                 continue
             match = {p.lower(): p for p in PARTS}.get(part.lower()) or {"webhook": "P2-webhook",
-                                                                        "real": "P1-real"}.get(part.lower())
+                                                                        "real": "P1-real",
+                                                                        "postgres": "P1-postgres"}.get(part.lower())
             if match is None:
                 if strict:
                     raise SystemExit(f"unknown part {part!r}: choose from {', '.join(PARTS)}")
@@ -156,7 +157,7 @@ def resolve(options: argparse.Namespace | None, *, strict: bool = False) -> Opti
     if (ns.only or []) and not only:
         raise SystemExit(f"--only names none of this benchmark's parts ({', '.join(PARTS)})")
     if "P1" in skip:
-        skip.add("P1-real")
+        skip |= {"P1-real", "P1-postgres"}
     parts = frozenset((only or set(PARTS)) - skip)
     return Options(rounds=max(1, int(rounds)), idle_seconds=float(idle), growth_sizes=sizes,
                    burst_pushes=int(ns.burst_pushes), burst_seconds=float(ns.burst_seconds), parts=parts,
@@ -645,6 +646,10 @@ def _run(opts: Options) -> list[Figure]:
                 _session_error(session, e)
                 figures.append(failed("P1", "delivery / raw work, real FastAPI image", "x", e, 1.3, "<="))
 
+        # -- the cluster's storage: P1 on PostgreSQL ------------------------------------------------------
+        if "P1-postgres" in opts.parts:
+            figures += postgres_sessions(stack, opts)
+
         # -- webhook: P2, P3 ----------------------------------------------------------------------------
         if "P2-webhook" in opts.parts:
             session = None
@@ -723,6 +728,66 @@ def _run(opts: Options) -> list[Figure]:
                                       f"{overheads[big]:.2f} s / {overheads[3]:.2f} s (flat: the catalog's size "
                                       "should not cost a one-app change)"))
     log(f"done in {time.monotonic() - started:.0f} s")
+    return figures
+
+
+def postgres_sessions(stack: Stack, opts: Options) -> list[Figure]:
+    """P1 on the cluster's instance (k3d/dagster/dagster.yaml: PostgreSQL with password authentication,
+    a private server started here), in two sessions of this run: DeliveryInstance keeping its database
+    connections (the default), then ``keep_database_connections: false`` (Dagster's own behaviour, a
+    connection per storage call). Connections made are counted by the server (pg_stat_database)."""
+    from cluster_harness import cluster_instance
+    from postgres_server import start_postgres
+
+    figures: list[Figure] = []
+    overheads: dict[bool, float] = {}
+    server = start_postgres(services.free_port())
+    try:
+        for keep in (True, False):
+            name = "pg-kept" if keep else "pg-per-call"
+            what = "kept connections" if keep else "a connection per call"
+            label = f"trivial image, cluster storage (PostgreSQL), {what}"
+            session = None
+            try:
+                db, password = f"coelho_{name.replace('-', '_')}", uuid.uuid4().hex
+                server.create_database(db, owner=db, password=password)
+                env = {"DAGSTER_PG_HOST": server.host, "DAGSTER_PG_PORT": str(server.port),
+                       "DAGSTER_PG_USERNAME": db, "DAGSTER_PG_PASSWORD": password, "DAGSTER_PG_DB": db}
+                config = {**cluster_instance(stack.tmp / f"{name}-instance", run_launcher=False),
+                          "keep_database_connections": keep}
+                repo = make_source_repo(stack.git)
+                with DaemonSession(stack, name, repo, apps=APPS, env=env, instance_config=config,
+                                   verify_soak=opts.verify_soak) as session:
+                    seed(session, timeout=600)
+                    raw = make_raw(stack, repo, name)
+                    raw.round(repo.head(), f"raw-warmup-{name}")
+                    notes: list[str] = []
+                    before, since = server.connections_made(db), time.monotonic()
+                    rs = rounds(session, opts.rounds, _trivial_change(uuid.uuid4().hex[:6]), raw=raw,
+                                jitter=float(session.sensor_interval() or 5), expect={"fastapi"}, notes=notes)
+                    made, window = server.connections_made(db) - before, time.monotonic() - since
+                    where = phase_summary(name, rs)
+                    overheads[keep] = med(r.overhead for r in rs)
+                    connections = (f"push -> RUN_START median {med(r.delivery.to_start for r in rs):.2f} s; "
+                                   f"connections made to the database while the rounds ran (dagster dev's "
+                                   f"processes and the runs): {made} in {window:.0f} s, {made / len(rs):.0f} a round")
+                    if keep:
+                        figures += p1_figures(label, rs, where, [*notes, connections])
+                    else:
+                        figures.append(Figure("P1", f"overhead delivery - raw, {label} (Dagster's own)",
+                                              overheads[keep], "s", None, "",
+                                              f"{len(rs)} rounds ({'/'.join(f'{r.overhead:.2f}' for r in rs)} s); "
+                                              f"delivery {med(r.delivery.delivery for r in rs):.2f} s; in the run: "
+                                              f"{where}; {connections}"))
+            except Exception as e:  # noqa: BLE001 - the other session still runs
+                _session_error(session, e)
+                figures.append(failed("P1", f"overhead delivery - raw, {label}", "s", e))
+    finally:
+        server.stop()
+    if len(overheads) == 2:
+        figures.append(Figure("P1", "PostgreSQL: overhead saved by kept connections", overheads[False] - overheads[True],
+                              "s", None, "", f"{overheads[False]:.2f} s (a connection per call) - "
+                                             f"{overheads[True]:.2f} s (kept), same run"))
     return figures
 
 

@@ -36,6 +36,7 @@ for _p in (REPO_ROOT / "tests", REPO_ROOT / "benchmarks"):
 import dagster as dg
 import docker
 import requests
+import yaml
 from argocd_double import (
     DEFAULT_IMAGE_VALUES,
     ArgoCDControllerDouble,
@@ -302,6 +303,12 @@ class Delivery:
         return out
 
 
+def _shown(setting: tuple[str, str]) -> str:
+    """``NAME=value`` for the log, the value of a credential left out."""
+    name, value = setting
+    return f"{name}=(set)" if any(w in name for w in ("PASSWORD", "SECRET", "TOKEN")) else f"{name}={value}"
+
+
 def _timestamp(value: Any) -> float:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
@@ -313,12 +320,14 @@ class DaemonSession:
 
     def __init__(self, stack: Stack, name: str, repo: SourceRepo, *, apps: Iterable[str],
                  env: Mapping[str, str] | None = None, image_values: Mapping[str, str] | None = None,
-                 verify_soak: float = 0.0) -> None:
+                 verify_soak: float = 0.0, instance_config: Mapping[str, Any] | None = None) -> None:
         self.stack, self.name, self.repo = stack, name, repo
         self.apps = tuple(apps)
         self.extra_env = dict(env or {})
         self.image_values = {**DEFAULT_IMAGE_VALUES, **(image_values or {})}
         self.verify_soak = verify_soak
+        # The dagster.yaml to run with (default: the repository's); its variables come from ``env``.
+        self.instance_config = instance_config
         self.dir = stack.tmp / name
         self.port = 0
         self.double: ArgoCDControllerDouble | None = None
@@ -347,7 +356,10 @@ class DaemonSession:
         kubeconfig = self.double.write_kubeconfig(self.dir / "kubeconfig")
         home = self.dir / "dagster_home"
         home.mkdir()
-        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+        if self.instance_config is None:
+            shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+        else:
+            (home / "dagster.yaml").write_text(yaml.safe_dump(dict(self.instance_config), sort_keys=False))
         self.port = services.free_port()
         self.env = {
             **os.environ, "DAGSTER_HOME": str(home), "DOCKER_HOST": self.stack.docker_host,
@@ -359,13 +371,23 @@ class DaemonSession:
             "COELHO_VERIFY_INTERVAL_SECONDS": "0.25", "COELHO_ROLLOUT_TIMEOUT": "20", **self.extra_env,
         }
         log(f"{self.name}: starting dagster dev on 127.0.0.1:{self.port} "
-            f"({len(self.apps)} apps{', ' + ' '.join(f'{k}={v}' for k, v in self.extra_env.items()) if self.extra_env else ''})")
+            f"({len(self.apps)} apps{', ' + ' '.join(map(_shown, self.extra_env.items())) if self.extra_env else ''})")
         started = time.monotonic()
         self.service = services.start_dagster_dev(project_dir=REPO_ROOT, env=self.env, port=self.port,
                                                   log_path=self.dir / "dagster.log")
         self._wait_location_loaded()
         log(f"{self.name}: dagster dev up in {time.monotonic() - started:.1f} s (pid {self.service.pid})")
-        self.instance = dg.DagsterInstance.from_config(str(home))
+        # This process reads the instance too: its variables (a database's) for the time of the load.
+        saved = {k: os.environ.get(k) for k in self.extra_env}
+        os.environ.update(self.extra_env)
+        try:
+            self.instance = dg.DagsterInstance.from_config(str(home))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def stop(self) -> None:
         if self.instance is not None:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/run_all.py ...          (the same, without the installs)
 
 Parts: P4 (bench_builds.py: builds per commit kind, concurrent builds), P7 (bench_drift.py: one drift
-check against 100 Deployments served by kmock) and bench_daemon.py's parts (P1, P1-real, P2,
+check against 100 Deployments served by kmock) and bench_daemon.py's parts (P1, P1-real, P1-postgres, P2,
 P2-webhook, P3, P5, P6, growth: pushes delivered by the real Dagster daemon). --only and --skip take
 those names, comma-separated or repeated. --quick and every option this script does not know go to
 bench_daemon.py (see its --help). A part that is missing or fails is recorded as a figure saying so
@@ -46,7 +46,7 @@ NAN = float("nan")
 # Parts run here, by their figure id: (module, needs Docker).
 OWN_PARTS = {"P4": ("bench_builds", True), "P7": ("bench_drift", False)}
 # bench_daemon.py's parts when it cannot be imported to ask (its PARTS).
-DAEMON_PARTS_FALLBACK = ("P1", "P1-real", "P2", "P2-webhook", "P3", "P5", "P6", "growth")
+DAEMON_PARTS_FALLBACK = ("P1", "P1-real", "P1-postgres", "P2", "P2-webhook", "P3", "P5", "P6", "growth")
 
 
 def log(message: str) -> None:

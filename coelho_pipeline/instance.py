@@ -11,7 +11,16 @@ seen as soon as it is added. That window matters only in the long-lived processe
 for a partition deleted elsewhere seconds before is not added again by the daemon, and its run fails
 saying the partition does not exist; a delivery whose partition is deleted while it runs finishes.
 
-Only Dagster is imported here: every Dagster process loading the instance (webserver, daemon, code
+On PostgreSQL (the cluster's storage), Dagster's storages open a new connection for every call, so
+that the short-lived instances a code server builds per sensor tick never accumulate connections.
+With password authentication that is ~30 ms a call, and a delivery makes well over a hundred calls.
+This instance keeps up to ``KEPT_CONNECTIONS`` connections per storage instead, checks a kept one
+before each use (a database restart or failover costs a reconnect, not a failed call; Dagster
+retries the connect), opens more while threads ask at once, as before, and closes all of them when it is
+disposed (every Dagster process disposes the instances it builds). ``keep_database_connections:
+false`` in dagster.yaml gives Dagster's own behaviour back (e.g. behind a connection pooler).
+
+Only Dagster (and its SQLAlchemy) is imported here: every Dagster process loading the instance (webserver, daemon, code
 server, run worker) imports this module.
 """
 
@@ -21,12 +30,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import AbstractSet, Any
 
-from dagster import DagsterInstance
+from dagster import Bool, DagsterInstance, Field
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Engine
 
 PARTITION_MEMORY_SECONDS = 30.0
 MAX_REMEMBERED_PARTITIONS = 1024
+KEPT_CONNECTIONS = 2  # per PostgreSQL storage (run, event log, schedule): the daemon's threads share them
+KEPT_CONNECTION_RECYCLE_SECONDS = 3600  # as dagster-webserver's pool
 
 
 class DeliveryInstance(DagsterInstance):
@@ -34,8 +46,14 @@ class DeliveryInstance(DagsterInstance):
 
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keep_database_connections: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._kept_connection_engines: list[Engine] = []
+        if keep_database_connections:
+            for storage in (self.run_storage, self.event_log_storage, self.schedule_storage):
+                engine = _keep_connections(storage)
+                if engine is not None:
+                    self._kept_connection_engines.append(engine)
         self._partitions_found: dict[tuple[str, str], float] = {}
         # Bumped before and after each deletion made here: an answer read from the storage while a
         # deletion was under way is not remembered, so a deleted partition is never believed again.
@@ -44,11 +62,27 @@ class DeliveryInstance(DagsterInstance):
 
     @classmethod
     def config_schema(cls) -> Mapping[str, Any]:
-        return {}
+        return {"keep_database_connections": Field(
+            Bool, is_required=False, default_value=True,
+            description="PostgreSQL storages keep their connections between calls (coelho_pipeline/instance.py).")}
 
     @staticmethod
     def config_defaults(base_dir: str) -> Mapping[str, ConfigurableClassData | None]:
         return InstanceRef.config_defaults(base_dir)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._close_kept_connections()
+
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        # dagster-webserver gives each storage a pool of its own: ours would be left open.
+        self._close_kept_connections()
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
+
+    def _close_kept_connections(self) -> None:
+        for engine in self._kept_connection_engines:
+            engine.dispose()
+        self._kept_connection_engines = []
 
     def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
         return partition_key in self.get_existing_dynamic_partitions(partitions_def_name, [partition_key])
@@ -89,3 +123,19 @@ class DeliveryInstance(DagsterInstance):
         with self._partitions_lock:
             self._partition_deletions += 1
             self._partitions_found.pop((partitions_def_name, partition_key), None)
+
+
+def _keep_connections(storage: object) -> Engine | None:
+    """Give a dagster-postgres storage an engine that keeps its connections; None for other storages."""
+    if storage is None or not type(storage).__module__.startswith("dagster_postgres."):
+        return None
+    from dagster_postgres.utils import create_pg_engine  # installed wherever a postgres storage loaded
+
+    # As the storage made its own engine (same URL and token provider, autocommit), pooled instead of
+    # NullPool; max_overflow -1: threads asking at once get a connection each, as before.
+    engine = create_pg_engine(storage.postgres_url, getattr(storage, "_token_provider", None),
+                              isolation_level="AUTOCOMMIT", pool_size=KEPT_CONNECTIONS, max_overflow=-1,
+                              pool_recycle=KEPT_CONNECTION_RECYCLE_SECONDS, pool_pre_ping=True)
+    previous, storage._engine = storage._engine, engine  # noqa: SLF001  (Dagster set pinned; tests/test_instance_postgres.py)
+    previous.dispose()
+    return engine

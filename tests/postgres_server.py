@@ -61,6 +61,16 @@ class PostgresServer:
         finally:
             conn.close()
 
+    def connections_made(self, database: str) -> int:
+        """Connections ever made to ``database``, as the server counts them (pg_stat_database.sessions)."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (database,))
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
     def stop(self, timeout: float = 20) -> None:
         if self.service.process.poll() is None:
             # SIGINT: fast shutdown (clients are disconnected; SIGTERM would wait for them).

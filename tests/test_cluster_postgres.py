@@ -2,7 +2,8 @@
 k3d/dagster/dagster.yaml against a real PostgreSQL server (Debian's, started for the session), runs
 launched as under `dagster dev` (the default launcher; tests/test_cluster_k8s.py launches them as
 Kubernetes Jobs). The daemon's sensor picks a push up, the delivery succeeds, and what it did is in
-the database, read with SQL and through a second DagsterInstance; nothing went to sqlite.
+the database, read with SQL and through a second DagsterInstance; nothing went to sqlite; the
+processes kept their database connections (the server counts the connections made).
 
 As a user would run it: a branch, a registry (random port) and an image prefix that no shipped file
 names, a database and role of their own, the password only in the environment.
@@ -57,8 +58,10 @@ def test_the_daemon_delivers_a_push_with_its_records_in_postgres(
     seed = repo.head()
     assert wait_for_run(instance, seed).status == dg.DagsterRunStatus.SUCCESS
 
+    connections_before = postgres_server.connections_made(postgres_env["DAGSTER_PG_DB"])
     change = repo.push({"apps/fastapi/main.py": "print('stored in postgres')\n"}, "FastAPI: postgres storage")
     run = wait_for_run(instance, change)
+    connections = postgres_server.connections_made(postgres_env["DAGSTER_PG_DB"]) - connections_before
 
     assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
     manifest_sha, _, subject = repo.log(1)[0]
@@ -99,6 +102,12 @@ def test_the_daemon_delivers_a_push_with_its_records_in_postgres(
             change, "Synced", "Healthy")
         assert sync.metadata["revision"].value == manifest_sha
         assert sensor_cursor(second) in (change, manifest_sha)
+    # The instance's processes kept their database connections (coelho_pipeline/instance.py): the
+    # whole of dagster dev (daemon, code server ticks, the run) made a few dozen connections for the
+    # delivery, where a connection per storage call is over five hundred (benchmarks/ P1-postgres).
+    assert connections <= 200, f"{connections} connections made to the database during the delivery"
+
     # Nothing of the instance is in sqlite under DAGSTER_HOME.
     assert not [p for p in (tmp_path / "dagster_home").rglob("*.db")]
+
 
