@@ -35,6 +35,7 @@ the user configures, not pipeline work: it is 0 here (one sample right after the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import os
@@ -90,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
                    help="develop: 2 rounds, 30 s idle window, growth with 3 and 10 apps only")
     p.add_argument("--rounds", type=int, default=None, help="timed pushes per session (default 5, --quick 2)")
     p.add_argument("--idle-seconds", type=float, default=None, help="P6 window (default 300, --quick 30)")
+    p.add_argument("--postgres-idle-seconds", type=float, default=None,
+                   help="P1-postgres: idle window of each of its two sessions (default 60, --quick 20)")
     p.add_argument("--growth-sizes", default=None, help="apps in the catalog for growth (default 3,10,30; "
                                                         "--quick 3,10)")
     p.add_argument("--burst-pushes", type=int, default=20, help="P5: pushes in the burst (default 20)")
@@ -108,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
 class Options:
     rounds: int
     idle_seconds: float
+    postgres_idle_seconds: float
     growth_sizes: tuple[int, ...]
     burst_pushes: int
     burst_seconds: float
@@ -149,6 +153,7 @@ def resolve(options: argparse.Namespace | None, *, strict: bool = False) -> Opti
     quick = bool(getattr(ns, "quick", False))
     rounds = ns.rounds if ns.rounds else (2 if quick else 5)
     idle = ns.idle_seconds if ns.idle_seconds else (30.0 if quick else 300.0)
+    postgres_idle = ns.postgres_idle_seconds if ns.postgres_idle_seconds else (20.0 if quick else 60.0)
     sizes_text = ns.growth_sizes or ("3,10" if quick else "3,10,30")
     sizes = tuple(sorted({int(s) for s in str(sizes_text).split(",") if s.strip()}))
     if any(s < 3 for s in sizes):
@@ -159,7 +164,8 @@ def resolve(options: argparse.Namespace | None, *, strict: bool = False) -> Opti
     if "P1" in skip:
         skip |= {"P1-real", "P1-postgres"}
     parts = frozenset((only or set(PARTS)) - skip)
-    return Options(rounds=max(1, int(rounds)), idle_seconds=float(idle), growth_sizes=sizes,
+    return Options(rounds=max(1, int(rounds)), idle_seconds=float(idle), postgres_idle_seconds=float(postgres_idle),
+                   growth_sizes=sizes,
                    burst_pushes=int(ns.burst_pushes), burst_seconds=float(ns.burst_seconds), parts=parts,
                    verify_soak=float(ns.verify_soak), keep=bool(ns.keep), quick=quick)
 
@@ -343,8 +349,10 @@ def p3_figure(mode: str, rs: Sequence[Round]) -> Figure:
                   + (f"; {missing} never seen Synced+Healthy" if missing else ""))
 
 
-def idle(session: DaemonSession, stack: Stack, seconds: float) -> list[Figure]:
-    """P6: CPU of the dagster dev tree over a window with nothing pushed (the sensor ticking)."""
+def idle(session: DaemonSession, stack: Stack, seconds: float, *, label: str = "",
+         database_pid: int | None = None) -> list[Figure]:
+    """P6: CPU of the dagster dev tree over a window with nothing pushed (the sensor ticking); with
+    ``database_pid``, the database server's CPU (its process tree) in the same window too."""
     session.wait_cursor(session.repo.head(), timeout=120)
     deadline = time.monotonic() + 120
     while any(not r.is_finished for r in session.runs()):
@@ -357,6 +365,7 @@ def idle(session: DaemonSession, stack: Stack, seconds: float) -> list[Figure]:
     t0 = time.time()
     before = ds.tree_cpu_by_process(session.service.pid)
     side0, _ = ds.tree_cpu_seconds(stack.service_pids())
+    database0, _ = ds.tree_cpu_seconds([database_pid] if database_pid else [])
     # Sampled each second: a run worker (a scheduled drift check) ends inside the window and its CPU
     # lands in the code server's cutime; the last sample of it says roughly how much it was.
     workers: dict[int, float] = {}
@@ -368,6 +377,7 @@ def idle(session: DaemonSession, stack: Stack, seconds: float) -> list[Figure]:
                 workers[pid] = cpu - before.get(pid, (role, 0.0))[1]
     after = ds.tree_cpu_by_process(session.service.pid)
     side1, _ = ds.tree_cpu_seconds(stack.service_pids())
+    database1, _ = ds.tree_cpu_seconds([database_pid] if database_pid else [])
     t1 = time.time()
     wall = t1 - t0
     procs0, procs1 = len(before), len(after)
@@ -384,15 +394,17 @@ def idle(session: DaemonSession, stack: Stack, seconds: float) -> list[Figure]:
     interval = session.sensor_interval()
     log(f"{session.name}: idle {used:.2f} CPU s over {wall:.1f} s ({100 * used / wall:.2f} % of a core), "
         f"{len(ticks)} ticks, {len(runs)} runs {jobs}; by process: {roles}; git daemon + registry {side1 - side0:.2f} s")
+    database = (f"; the PostgreSQL server meanwhile {database1 - database0:.2f} CPU s "
+                f"({100 * (database1 - database0) / wall:.2f} % of a core)" if database_pid else "")
     return [
-        Figure("P6", "idle CPU of the dagster dev tree (webserver, daemon, code servers), % of one core",
+        Figure("P6", f"idle CPU of the dagster dev tree (webserver, daemon, code servers), % of one core{label}",
                100 * used / wall, "%", 3.0, "<",
                f"{used:.2f} CPU s (utime+stime, reaped children included) over {wall:.0f} s: {roles} "
                f"({procs0}->{procs1} processes); runs in the window: {len(runs)}{' ' + ', '.join(jobs) if jobs else ''}"
                + (f" (their workers ~{in_workers:.2f} CPU s; without them {100 * (used - in_workers) / wall:.2f} %)"
                   if workers else "") + "; not counted: "
-               f"git daemon + registry {side1 - side0:.2f} CPU s, the Argo CD double"),
-        Figure("P6", "sensor ticks in the idle window", float(len(ticks)), "ticks", None, "",
+               f"git daemon + registry {side1 - side0:.2f} CPU s, the Argo CD double{database}"),
+        Figure("P6", f"sensor ticks in the idle window{label}", float(len(ticks)), "ticks", None, "",
                f"{wall:.0f} s window, sensor interval {interval if interval is not None else '?'} s"
                + (f", one tick every {wall / len(ticks):.1f} s" if ticks else "")),
     ]
@@ -768,6 +780,13 @@ def postgres_sessions(stack: Stack, opts: Options) -> list[Figure]:
                     made, window = server.connections_made(db) - before, time.monotonic() - since
                     where = phase_summary(name, rs)
                     overheads[keep] = med(r.overhead for r in rs)
+                    idle_before = server.connections_made(db)
+                    idle_figures = idle(session, stack, opts.postgres_idle_seconds, label=f", PostgreSQL, {what}",
+                                        database_pid=server.service.pid)
+                    idle_figures[0] = dataclasses.replace(
+                        idle_figures[0], detail=f"{idle_figures[0].detail}; connections made to the database "
+                                                f"meanwhile (with the wait for the last run): "
+                                                f"{server.connections_made(db) - idle_before}")
                     connections = (f"push -> RUN_START median {med(r.delivery.to_start for r in rs):.2f} s; "
                                    f"connections made to the database while the rounds ran (dagster dev's "
                                    f"processes and the runs): {made} in {window:.0f} s, {made / len(rs):.0f} a round")
@@ -779,6 +798,7 @@ def postgres_sessions(stack: Stack, opts: Options) -> list[Figure]:
                                               f"{len(rs)} rounds ({'/'.join(f'{r.overhead:.2f}' for r in rs)} s); "
                                               f"delivery {med(r.delivery.delivery for r in rs):.2f} s; in the run: "
                                               f"{where}; {connections}"))
+                    figures += idle_figures[:1]
             except Exception as e:  # noqa: BLE001 - the other session still runs
                 _session_error(session, e)
                 figures.append(failed("P1", f"overhead delivery - raw, {label}", "s", e))

@@ -14,14 +14,16 @@ saying the partition does not exist; a delivery whose partition is deleted while
 On PostgreSQL (the cluster's storage), Dagster's storages open a new connection for every call, so
 that the short-lived instances a code server builds per sensor tick never accumulate connections.
 With password authentication that is ~30 ms a call, and a delivery makes well over a hundred calls.
-This instance keeps up to ``KEPT_CONNECTIONS`` connections per storage instead, checks a kept one
+This instance keeps up to ``KEPT_CONNECTIONS`` connections per storage instead: a kept one is checked
 before each use (a database restart or failover costs a reconnect, not a failed call; Dagster
-retries the connect), opens more while threads ask at once, as before, and closes all of them when it is
-disposed (every Dagster process disposes the instances it builds). ``keep_database_connections:
-false`` in dagster.yaml gives Dagster's own behaviour back (e.g. behind a connection pooler).
+retries the connect) and has TCP keepalives (an idle one dropped by the network is noticed), threads
+asking at once still get one each, and all of them are closed when the instance is disposed (every
+Dagster process disposes the instances it builds; a storage used after that gets Dagster's engine
+back). ``keep_database_connections: false`` in dagster.yaml gives Dagster's own behaviour back
+(e.g. behind a connection pooler).
 
-Only Dagster (and its SQLAlchemy) is imported here: every Dagster process loading the instance (webserver, daemon, code
-server, run worker) imports this module.
+Only Dagster (and its SQLAlchemy) is imported here: every Dagster process loading the instance
+(webserver, daemon, code server, run worker) imports this module.
 """
 
 import math
@@ -33,7 +35,8 @@ from typing import AbstractSet, Any
 from dagster import Bool, DagsterInstance, Field
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
 
 PARTITION_MEMORY_SECONDS = 30.0
 MAX_REMEMBERED_PARTITIONS = 1024
@@ -48,12 +51,12 @@ class DeliveryInstance(DagsterInstance):
 
     def __init__(self, *args: Any, keep_database_connections: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._kept_connection_engines: list[Engine] = []
+        self._storages_keeping_connections: list[Any] = []
         if keep_database_connections:
             for storage in (self.run_storage, self.event_log_storage, self.schedule_storage):
-                engine = _keep_connections(storage)
-                if engine is not None:
-                    self._kept_connection_engines.append(engine)
+                if _is_postgres(storage):
+                    _keep_connections(storage)
+                    self._storages_keeping_connections.append(storage)
         self._partitions_found: dict[tuple[str, str], float] = {}
         # Bumped before and after each deletion made here: an answer read from the storage while a
         # deletion was under way is not remembered, so a deleted partition is never believed again.
@@ -71,8 +74,10 @@ class DeliveryInstance(DagsterInstance):
         return InstanceRef.config_defaults(base_dir)
 
     def dispose(self) -> None:
-        super().dispose()
-        self._close_kept_connections()
+        try:
+            super().dispose()
+        finally:
+            self._close_kept_connections()
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
         # dagster-webserver gives each storage a pool of its own: ours would be left open.
@@ -80,9 +85,10 @@ class DeliveryInstance(DagsterInstance):
         super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
 
     def _close_kept_connections(self) -> None:
-        for engine in self._kept_connection_engines:
-            engine.dispose()
-        self._kept_connection_engines = []
+        # Each storage gets Dagster's own engine back, so a call made after dispose keeps nothing open.
+        storages, self._storages_keeping_connections = self._storages_keeping_connections, []
+        for storage in storages:
+            _stop_keeping_connections(storage)
 
     def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
         return partition_key in self.get_existing_dynamic_partitions(partitions_def_name, [partition_key])
@@ -125,17 +131,38 @@ class DeliveryInstance(DagsterInstance):
             self._partitions_found.pop((partitions_def_name, partition_key), None)
 
 
-def _keep_connections(storage: object) -> Engine | None:
-    """Give a dagster-postgres storage an engine that keeps its connections; None for other storages."""
-    if storage is None or not type(storage).__module__.startswith("dagster_postgres."):
-        return None
+# libpq's TCP keepalives (unless the database's params set them): a kept connection sits idle, and a
+# network that drops idle flows without a reset would otherwise leave its next use blocked for minutes.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def _is_postgres(storage: object) -> bool:
+    return storage is not None and type(storage).__module__.startswith("dagster_postgres.")
+
+
+def _postgres_engine(storage: Any, **pool_settings: Any) -> Engine:
+    """An engine like the one a dagster-postgres storage makes itself (its URL and token provider, autocommit)."""
     from dagster_postgres.utils import create_pg_engine  # installed wherever a postgres storage loaded
 
-    # As the storage made its own engine (same URL and token provider, autocommit), pooled instead of
-    # NullPool; max_overflow -1: threads asking at once get a connection each, as before.
-    engine = create_pg_engine(storage.postgres_url, getattr(storage, "_token_provider", None),
-                              isolation_level="AUTOCOMMIT", pool_size=KEPT_CONNECTIONS, max_overflow=-1,
-                              pool_recycle=KEPT_CONNECTION_RECYCLE_SECONDS, pool_pre_ping=True)
-    previous, storage._engine = storage._engine, engine  # noqa: SLF001  (Dagster set pinned; tests/test_instance_postgres.py)
+    return create_pg_engine(storage.postgres_url, storage._token_provider,  # noqa: SLF001  (Dagster set pinned)
+                            isolation_level="AUTOCOMMIT", **pool_settings)
+
+
+def _keep_connections(storage: Any) -> None:
+    """Give a dagster-postgres storage an engine that keeps its connections (Dagster's: NullPool)."""
+    # max_overflow -1: threads asking at once each get a connection, as before.
+    asked = make_url(storage.postgres_url).query
+    engine = _postgres_engine(storage, pool_size=KEPT_CONNECTIONS, max_overflow=-1,
+                              pool_recycle=KEPT_CONNECTION_RECYCLE_SECONDS, pool_pre_ping=True,
+                              connect_args={k: v for k, v in KEEPALIVES.items() if k not in asked})
+    _replace_engine(storage, engine)
+
+
+def _stop_keeping_connections(storage: Any) -> None:
+    _replace_engine(storage, _postgres_engine(storage, poolclass=NullPool))
+
+
+def _replace_engine(storage: Any, engine: Engine) -> None:
+    # The storage's engine attribute (dagster-postgres pinned; tests/test_instance_postgres.py).
+    previous, storage._engine = storage._engine, engine  # noqa: SLF001
     previous.dispose()
-    return engine

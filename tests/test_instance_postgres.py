@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from cluster_harness import cluster_instance, write_instance
@@ -102,6 +103,40 @@ def test_the_cluster_instance_keeps_its_connections_between_calls(
     assert database.open_connections(at_most=0) == 0
 
 
+def test_after_dispose_a_call_keeps_nothing_open(cluster_home: Callable[..., Path], database: Database) -> None:
+    instance = dg.DagsterInstance.from_config(str(cluster_home()))
+    some_calls(instance, 1)
+    instance.dispose()
+    assert database.open_connections(at_most=0) == 0
+    # Used after dispose (a thread still running, a shutdown race): Dagster's own engine again.
+    some_calls(instance, 1)
+    assert database.open_connections(at_most=0) == 0
+    instance.dispose()
+
+
+def dsn_of_a_kept_connection(instance: dg.DagsterInstance) -> dict[str, str]:
+    connection = instance.run_storage._engine.raw_connection()  # noqa: SLF001  (what libpq was asked for)
+    try:
+        return connection.dbapi_connection.get_dsn_parameters()
+    finally:
+        connection.close()
+
+
+def test_kept_connections_use_tcp_keepalives_unless_the_database_params_say_otherwise(
+        cluster_home: Callable[..., Path]) -> None:
+    home = cluster_home()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        dsn = dsn_of_a_kept_connection(instance)
+        assert (dsn["keepalives"], dsn["keepalives_idle"], dsn["keepalives_count"]) == ("1", "60", "3")
+
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config["storage"]["postgres"]["postgres_db"]["params"] = {"keepalives_idle": "120"}
+    write_instance(home / "dagster.yaml", config)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        dsn = dsn_of_a_kept_connection(instance)
+        assert (dsn["keepalives_idle"], dsn["keepalives_interval"]) == ("120", "10")
+
+
 def test_keep_database_connections_false_is_a_connection_per_call(
         cluster_home: Callable[..., Path], database: Database) -> None:
     home = cluster_home(keep_database_connections=False)
@@ -168,6 +203,6 @@ def test_a_sqlite_instance_is_unchanged(tmp_path: Path) -> None:
     (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance, DeliveryInstance)
-        assert instance._kept_connection_engines == []  # noqa: SLF001
+        assert instance._storages_keeping_connections == []  # noqa: SLF001
         some_calls(instance, 1)
 
