@@ -42,6 +42,9 @@ PARTITION_MEMORY_SECONDS = 30.0
 MAX_REMEMBERED_PARTITIONS = 1024
 KEPT_CONNECTIONS = 2  # per PostgreSQL storage (run, event log, schedule): the daemon's threads share them
 KEPT_CONNECTION_RECYCLE_SECONDS = 3600  # as dagster-webserver's pool
+# libpq's TCP keepalives (unless the database's params set them): a kept connection sits idle, and a
+# network that drops idle flows without a reset would otherwise leave its next use blocked for minutes.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 class DeliveryInstance(DagsterInstance):
@@ -129,11 +132,6 @@ class DeliveryInstance(DagsterInstance):
         with self._partitions_lock:
             self._partition_deletions += 1
             self._partitions_found.pop((partitions_def_name, partition_key), None)
-
-
-# libpq's TCP keepalives (unless the database's params set them): a kept connection sits idle, and a
-# network that drops idle flows without a reset would otherwise leave its next use blocked for minutes.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 def _is_postgres(storage: object) -> bool:

@@ -11,6 +11,7 @@ names, a database and role of their own, the password only in the environment.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -58,10 +59,11 @@ def test_the_daemon_delivers_a_push_with_its_records_in_postgres(
     seed = repo.head()
     assert wait_for_run(instance, seed).status == dg.DagsterRunStatus.SUCCESS
 
-    connections_before = postgres_server.connections_made(postgres_env["DAGSTER_PG_DB"])
+    connections_before, started = postgres_server.connections_made(postgres_env["DAGSTER_PG_DB"]), time.monotonic()
     change = repo.push({"apps/fastapi/main.py": "print('stored in postgres')\n"}, "FastAPI: postgres storage")
     run = wait_for_run(instance, change)
     connections = postgres_server.connections_made(postgres_env["DAGSTER_PG_DB"]) - connections_before
+    seconds = time.monotonic() - started
 
     assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
     manifest_sha, _, subject = repo.log(1)[0]
@@ -103,11 +105,11 @@ def test_the_daemon_delivers_a_push_with_its_records_in_postgres(
         assert sync.metadata["revision"].value == manifest_sha
         assert sensor_cursor(second) in (change, manifest_sha)
     # The instance's processes kept their database connections (coelho_pipeline/instance.py): the
-    # whole of dagster dev (daemon, code server ticks, the run) made a few dozen connections for the
-    # delivery, where a connection per storage call is over five hundred (benchmarks/ P1-postgres).
-    assert connections <= 200, f"{connections} connections made to the database during the delivery"
+    # whole of dagster dev made 45 connections for the delivery here (the run, and ~2 a second for the
+    # code server's instance per sensor tick); with a connection per storage call it was 560, ~14 a
+    # second while idle (benchmarks/ P1-postgres). The bound allows for a slower machine's longer wait.
+    assert connections <= 100 + 3 * seconds, (
+        f"{connections} connections made to the database in the {seconds:.0f} s of the delivery")
 
     # Nothing of the instance is in sqlite under DAGSTER_HOME.
     assert not [p for p in (tmp_path / "dagster_home").rglob("*.db")]
-
-
