@@ -36,12 +36,12 @@ for _p in (REPO_ROOT / "tests", REPO_ROOT / "benchmarks"):
 import dagster as dg
 import docker
 import requests
-import yaml
 from argocd_double import (
     DEFAULT_IMAGE_VALUES,
     ArgoCDControllerDouble,
     application_from_yaml,
 )
+from cluster_harness import write_instance
 from conftest import BASE_IMAGES, GitServer
 from pipeline_harness import DEV, SourceRepo
 
@@ -359,7 +359,7 @@ class DaemonSession:
         if self.instance_config is None:
             shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
         else:
-            (home / "dagster.yaml").write_text(yaml.safe_dump(dict(self.instance_config), sort_keys=False))
+            write_instance(home / "dagster.yaml", dict(self.instance_config))
         self.port = services.free_port()
         self.env = {
             **os.environ, "DAGSTER_HOME": str(home), "DOCKER_HOST": self.stack.docker_host,
