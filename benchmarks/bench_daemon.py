@@ -22,6 +22,9 @@ app, is an untimed warm-up in each):
   process tree) and P5 (a burst of 20 pushes in 10 s).
 * real: the same rounds on make_source_repo(real_apps=True), changing apps/fastapi/app/__init__.py
   (the real Dockerfile's dependency layer stays cached, its COPY app/ layer is rebuilt) -> P1 real.
+* launcher: the trivial rounds in two sessions of the same run, dagster.yaml as shipped (runs forked
+  from the warm process, coelho_pipeline/launcher.py) and without its ``run_launcher`` (Dagster's
+  default: the code server spawns a new interpreter per run) -> P1-launcher: overhead, worker boot.
 * webhook: COELHO_POLL_INTERVAL_SECONDS=600 and ``coelho webhook``, a GitLab push event posted right
   after each push -> P2 webhook, P3 webhook. Reported "not available" when the command is missing.
 * growth: 10 and 30 apps (copies of the fixture app, apps/app_NN/, with their values.yaml keys and a
@@ -76,7 +79,7 @@ from coelho_pipeline.chart import argocd_helm_overrides
 from coelho_pipeline.dev import services
 from coelho_pipeline.values import read_scalar
 
-PARTS = ("P1", "P1-real", "P1-postgres", "P2", "P2-webhook", "P3", "P5", "P6", "growth")
+PARTS = ("P1", "P1-real", "P1-postgres", "P1-launcher", "P2", "P2-webhook", "P3", "P5", "P6", "growth")
 NAN = float("nan")
 VALUES = "k3d/helm/values.yaml"
 PIPELINE_EMAIL = "pipeline@coelho-realtime.local"
@@ -99,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst-seconds", type=float, default=10.0, help="P5: over this many seconds (default 10)")
     p.add_argument("--skip", action="append", default=[], metavar="PART",
                    help=f"parts to leave out, comma-separated or repeated: {', '.join(PARTS)} "
-                        "(P1 also skips P1-real and P1-postgres)")
+                        "(P1 also skips P1-real, P1-postgres and P1-launcher)")
     p.add_argument("--only", action="append", default=[], metavar="PART", help="run only these parts")
     p.add_argument("--verify-soak", type=float, default=0.0,
                    help="COELHO_VERIFY_SOAK_SECONDS for dagster dev (default 0: one sample after the rollout)")
@@ -135,7 +138,8 @@ def _split(values: Iterable[str] | str, *, strict: bool = False) -> set[str]:
                 continue
             match = {p.lower(): p for p in PARTS}.get(part.lower()) or {"webhook": "P2-webhook",
                                                                         "real": "P1-real",
-                                                                        "postgres": "P1-postgres"}.get(part.lower())
+                                                                        "postgres": "P1-postgres",
+                                                                        "launcher": "P1-launcher"}.get(part.lower())
             if match is None:
                 if strict:
                     raise SystemExit(f"unknown part {part!r}: choose from {', '.join(PARTS)}")
@@ -162,7 +166,7 @@ def resolve(options: argparse.Namespace | None, *, strict: bool = False) -> Opti
     if (ns.only or []) and not only:
         raise SystemExit(f"--only names none of this benchmark's parts ({', '.join(PARTS)})")
     if "P1" in skip:
-        skip |= {"P1-real", "P1-postgres"}
+        skip |= {"P1-real", "P1-postgres", "P1-launcher"}
     parts = frozenset((only or set(PARTS)) - skip)
     return Options(rounds=max(1, int(rounds)), idle_seconds=float(idle), postgres_idle_seconds=float(postgres_idle),
                    growth_sizes=sizes,
@@ -662,6 +666,10 @@ def _run(opts: Options) -> list[Figure]:
         if "P1-postgres" in opts.parts:
             figures += postgres_sessions(stack, opts)
 
+        # -- the run launcher: P1 with the warm launcher and with Dagster's default -----------------------
+        if "P1-launcher" in opts.parts:
+            figures += launcher_sessions(stack, opts)
+
         # -- webhook: P2, P3 ----------------------------------------------------------------------------
         if "P2-webhook" in opts.parts:
             session = None
@@ -808,6 +816,50 @@ def postgres_sessions(stack: Stack, opts: Options) -> list[Figure]:
         figures.append(Figure("P1", "PostgreSQL: overhead saved by kept connections", overheads[False] - overheads[True],
                               "s", None, "", f"{overheads[False]:.2f} s (a connection per call) - "
                                              f"{overheads[True]:.2f} s (kept), same run"))
+    return figures
+
+
+def launcher_sessions(stack: Stack, opts: Options) -> list[Figure]:
+    """The trivial rounds with dagster.yaml as shipped (WarmRunLauncher) and with Dagster's default run
+    launcher (dagster.yaml without ``run_launcher``), one session each in this run."""
+    import yaml
+
+    shipped = yaml.safe_load((ds.REPO_ROOT / "dagster.yaml").read_text())
+    figures: list[Figure] = []
+    overheads: dict[bool, float] = {}
+    for warm in (True, False):
+        name = "warm-launcher" if warm else "default-launcher"
+        what = "runs forked from the warm process" if warm else "Dagster's default launcher (a new interpreter per run)"
+        session = None
+        try:
+            config = shipped if warm else {k: v for k, v in shipped.items() if k != "run_launcher"}
+            repo = make_source_repo(stack.git)
+            with DaemonSession(stack, name, repo, apps=APPS, instance_config=config,
+                               verify_soak=opts.verify_soak) as session:
+                seed(session, timeout=600)
+                raw = make_raw(stack, repo, name)
+                raw.round(repo.head(), f"raw-warmup-{name}")
+                notes: list[str] = []
+                rs = rounds(session, opts.rounds, _trivial_change(uuid.uuid4().hex[:6]), raw=raw,
+                            jitter=float(session.sensor_interval() or 5), expect={"fastapi"}, notes=notes)
+                where = phase_summary(name, rs)
+            overheads[warm] = med(r.overhead for r in rs)
+            boot = [r.delivery.start - r.delivery.starting for r in rs if r.delivery.starting is not None]
+            figures.append(Figure("P1", f"overhead delivery - raw, trivial image, {what}", overheads[warm], "s",
+                                  1.5 if warm else None, "<=" if warm else "",
+                                  f"{len(rs)} rounds ({'/'.join(f'{r.overhead:.2f}' for r in rs)} s); delivery "
+                                  f"{med(r.delivery.delivery for r in rs):.2f} s, raw {med(r.raw.total for r in rs if r.raw):.2f} s; "
+                                  f"push -> RUN_START {med(r.delivery.to_start for r in rs):.2f} s; in the run: {where}"
+                                  + (f"; {'; '.join(notes)}" if notes else "")))
+            figures.append(Figure("P1", f"run start (RUN_STARTING -> RUN_START), {what}", med(boot), "s", None, "",
+                                  f"median of {len(boot)} ({'/'.join(f'{b:.2f}' for b in boot)} s)"))
+        except Exception as e:  # noqa: BLE001 - the other session still runs
+            _session_error(session, e)
+            figures.append(failed("P1", f"overhead delivery - raw, trivial image, {what}", "s", e))
+    if len(overheads) == 2:
+        figures.append(Figure("P1", "overhead saved by the warm launcher", overheads[False] - overheads[True], "s",
+                              None, "", f"{overheads[False]:.2f} s (Dagster's default) - {overheads[True]:.2f} s "
+                                        f"(warm), same run"))
     return figures
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import requests
@@ -17,6 +18,7 @@ from coelho_pipeline.dev import services
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RUN_TIMEOUT = 240
+T = TypeVar("T")
 
 
 def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float = RUN_TIMEOUT) -> dg.DagsterRun:
@@ -27,6 +29,17 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float = RUN_TI
             return runs[0]
         time.sleep(1)
     raise AssertionError(f"no finished run for {sha} after {timeout}s")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, every: float = 0.2) -> T:
+    """The first truthy value ``predicate`` returns within ``timeout`` seconds; fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what} not within {timeout:.0f}s")
 
 
 def sensor_cursor(instance: dg.DagsterInstance) -> str | None:

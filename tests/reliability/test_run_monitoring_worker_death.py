@@ -20,7 +20,7 @@ import pytest
 
 from dagster_graphql import DagsterGraphQLClient
 
-from daemon_harness import wait_for_run
+from daemon_harness import wait_for_run, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.daemon]
 
@@ -80,16 +80,6 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
     raise AssertionError(f"no 'Started process for run' event in run {run_id}")
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout:.0f}s")
-
-
 def _runs(instance: dg.DagsterInstance, sha: str) -> list[dg.DagsterRun]:
     return instance.get_runs(filters=dg.RunsFilter(tags={"coelho/source-sha": sha}))
 
@@ -97,8 +87,8 @@ def _runs(instance: dg.DagsterInstance, sha: str) -> list[dg.DagsterRun]:
 def test_a_dead_run_worker_frees_the_writer_slot_and_its_commit_is_retried(dagster_dev, hold: Path) -> None:
     repo, instance, _, port = dagster_dev
     seed = repo.head()
-    first = _wait(lambda: _runs(instance, seed), 120, "the sensor's first run")[0]
-    _wait(lambda: (hold / "PUSHING").exists(), 300, "the first delivery reaching its push")
+    first = wait_until(lambda: _runs(instance, seed), 120, "the sensor's first run")[0]
+    wait_until(lambda: (hold / "PUSHING").exists(), 300, "the first delivery reaching its push")
     manifest_before = repo.head()
     assert manifest_before == seed  # the push is held: nothing written yet
 
@@ -109,7 +99,7 @@ def test_a_dead_run_worker_frees_the_writer_slot_and_its_commit_is_retried(dagst
     DagsterGraphQLClient("127.0.0.1", port_number=port).submit_job_execution(
         "deliver_commit", repository_location_name="coelho",
         tags={"dagster/partition": change, "coelho/source-sha": change})
-    queued = _wait(lambda: _runs(instance, change), 60, "the launched run for the new commit")[0]
+    queued = wait_until(lambda: _runs(instance, change), 60, "the launched run for the new commit")[0]
     time.sleep(3)
     assert instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.QUEUED
 
@@ -125,7 +115,7 @@ def test_a_dead_run_worker_frees_the_writer_slot_and_its_commit_is_retried(dagst
     killed_at = time.monotonic()
     (hold / "HOLD").unlink()  # later pushes go through
 
-    failed = _wait(lambda: (r := instance.get_run_by_id(first.run_id)).is_finished and r, 60, "the dead run ending")
+    failed = wait_until(lambda: (r := instance.get_run_by_id(first.run_id)).is_finished and r, 60, "the dead run ending")
     took = time.monotonic() - killed_at
     assert failed.status == dg.DagsterRunStatus.FAILURE
     assert took < DEAD_WORKER_BOUND_SECONDS, f"the dead run held the writer slot for {took:.1f}s"
@@ -138,10 +128,10 @@ def test_a_dead_run_worker_frees_the_writer_slot_and_its_commit_is_retried(dagst
     assert f"Update image tags to {seed} [skip ci]" not in subjects[1:], "the killed run pushed after all"
 
     # Dagster's run retry (dagster.yaml run_retries) re-executes the killed delivery: nothing is lost.
-    retry = _wait(lambda: next((r for r in _runs(instance, seed) if r.parent_run_id == first.run_id), None),
+    retry = wait_until(lambda: next((r for r in _runs(instance, seed) if r.parent_run_id == first.run_id), None),
                   60, "a retry of the killed run")
-    retried = _wait(lambda: (r := instance.get_run_by_id(retry.run_id)).is_finished and r, 300, "the retry ending")
+    retried = wait_until(lambda: (r := instance.get_run_by_id(retry.run_id)).is_finished and r, 300, "the retry ending")
     assert retried.status == dg.DagsterRunStatus.SUCCESS, retried.run_id
     assert repo.head() != seed
     # Nothing left running when dagster dev is stopped.
-    _wait(lambda: all(r.is_finished for r in instance.get_runs()), 300, "every run finishing")
+    wait_until(lambda: all(r.is_finished for r in instance.get_runs()), 300, "every run finishing")
