@@ -4,28 +4,35 @@ from a warm one.
 Dagster's default launcher asks the code server to start each run in a new Python process, which
 imports Dagster, the docker SDK, GitPython, ruamel.yaml and the Kubernetes client before the first
 step can start: about 1.5-2 s of every run's start on a 2-core machine, and the Kubernetes client
-again inside ``argocd_sync``. This launcher keeps one process that has imported those libraries
-and Dagster's storages (Python's multiprocessing fork server, ``preload_modules``) and forks each run's worker from it. The
-worker then does exactly what ``dagster api execute_run`` does; the pipeline's own code is not
-preloaded, so every run imports it afresh and a reloaded code location is what runs.
+again inside ``argocd_sync``. This launcher keeps one process that has imported those libraries and
+Dagster's storages (Python's multiprocessing fork server, ``preload_modules``) and forks each run's
+worker from it. The worker then runs ``dagster api execute_run``'s command. The pipeline's own code
+is not preloaded, so every run imports it afresh and a reloaded code location is what runs. (The
+worker has the fork server's environment, taken when the first run started, and exits without
+running atexit handlers, as any multiprocessing child.)
 
 The fork server is started by the first run a process launches (the daemon's run queue), so the
 first run after `dagster dev` starts costs what it does with Dagster's launcher, the next ones less.
-A worker outlives the daemon: stopping `dagster dev` neither waits for a running delivery nor kills
-it. The run's arguments reach the worker through the fork server's pipe, never its argv.
+A worker outlives the daemon: stopping `dagster dev` (SIGTERM) neither waits for a running delivery
+nor kills it; Ctrl-C in its terminal interrupts the workers too (they are in its process group), as
+it does with Dagster's launcher. The run's arguments reach the worker through the fork server's
+pipe, never its argv.
 
 What Dagster's launcher gets from the code server, this one does itself:
 
 * a worker that exits before its run ends (killed, out of memory) fails the run at once (a thread
-  of the launching process waits on each worker), so the writer slot is freed and run retries start;
+  of the launching process waits on each worker; if the fork server dies, on the worker's pid), so
+  the writer slot is freed and run retries start;
 * run monitoring asks ``check_run_worker_health``: the worker named by the run's ``coelho/run-worker``
-  tag (pid, host, start time, so a reused pid is not mistaken for it) is alive or it is not;
+  tag (pid, host, start time: on Linux a reused pid is not mistaken for it) is alive or it is not;
+  the worker waits until that tag is written before it starts the run;
 * termination (the UI's "Terminate") marks the run canceling and interrupts the worker, as the code
   server does: the step is interrupted and the run ends canceled.
 
-A run this launcher cannot fork (another interpreter, no fork server on the platform) is launched
-by Dagster's default launcher, unchanged. In a cluster each run is a Kubernetes Job
-(k3d/dagster/dagster.yaml); this launcher is for one machine.
+A run this launcher cannot fork (a code server on another machine or interpreter, no fork server on
+the platform, a fork server that cannot start) is launched by Dagster's default launcher, unchanged.
+In a cluster each run is a Kubernetes Job (k3d/dagster/dagster.yaml); this launcher is for one
+machine.
 """
 
 import json
@@ -36,7 +43,9 @@ import multiprocessing.spawn
 import os
 import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +54,16 @@ from typing import Any
 from dagster import Array, DagsterRun, DagsterRunStatus, Field
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
 from dagster._core.origin import JobPythonOrigin
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster._utils import get_run_crash_explanation
 from dagster._utils.log import get_dagster_logger
 
 WORKER_TAG = "coelho/run-worker"
+TAG_WAIT_SECONDS = 60
+GONE_POLL_SECONDS = 1.0
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 # What a run worker imports before and during its steps that is not the pipeline's own code and does
 # not change while `dagster dev` runs: Dagster's run entry point and storages (SQLAlchemy, alembic;
@@ -117,7 +130,7 @@ class RunWorker:
 def process_start_time(pid: int) -> int | None:
     """The start time of a live process from /proc (Linux), or None (gone, a zombie, or no /proc)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_bytes().decode("utf-8", "replace")  # the name may be any bytes
     except OSError:
         return None
     # The command name (2nd field) may hold spaces and parentheses: the fields after it follow the last ')'.
@@ -127,8 +140,12 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 of stat(5), counted from the state (field 3)
 
 
-def _execute_run(serialized_args: str) -> None:
-    """A forked worker's body: ``dagster api execute_run`` with the run's arguments."""
+def _execute_run(serialized_args: str, tagged: Any) -> None:
+    """A forked worker's body: ``dagster api execute_run`` with the run's arguments, once the launcher
+    has recorded the worker in the run's tags (``tagged``, a multiprocessing Event). Before that the
+    run is not written to, so the tag cannot be lost to a concurrent rewrite of the run's record."""
+    if not tagged.wait(TAG_WAIT_SECONDS):
+        sys.exit("the launcher did not record this run worker; the run was not started")
     from dagster._cli.api import execute_run_command
 
     execute_run_command.main(args=[serialized_args], prog_name="dagster api execute_run")
@@ -154,10 +171,16 @@ class WarmRunLauncher(DefaultRunLauncher):
         return cls(inst_data=inst_data, **config_value)
 
     def can_fork(self, run: DagsterRun) -> bool:
-        """Whether ``run`` can be forked here: its code runs on this interpreter, started as `dagster`."""
+        """Whether ``run`` can be forked here: its code location is served on this machine, by this
+        interpreter, started as `dagster` (as every code server of `dagster dev` is)."""
         origin = run.job_code_origin
         if "forkserver" not in multiprocessing.get_all_start_methods() or not isinstance(origin, JobPythonOrigin):
             return False
+        location = run.remote_job_origin.repository_origin.code_location_origin if run.remote_job_origin else None
+        remote = (isinstance(location, GrpcServerCodeLocationOrigin) and not location.socket
+                  and location.host not in LOCAL_HOSTS)
+        if remote:
+            return False  # a code server elsewhere (another machine or container): its environment is not ours
         repository = origin.repository_origin
         # The fork server runs multiprocessing's interpreter (bytes on some versions); symlinks are
         # not resolved, since a venv's python is a link to the system's.
@@ -174,26 +197,49 @@ class WarmRunLauncher(DefaultRunLauncher):
                               instance_ref=self._instance.get_ref())
         forkserver = multiprocessing.get_context("forkserver")
         forkserver.set_forkserver_preload(self._preload_modules)  # read when the fork server starts
-        worker = forkserver.Process(target=_execute_run, args=(serialize_value(args),),
+        tagged = forkserver.Event()
+        worker = forkserver.Process(target=_execute_run, args=(serialize_value(args), tagged),
                                     name=f"dagster-run-{run.run_id}")
-        worker.start()
+        try:
+            worker.start()
+        except Exception:  # e.g. a preloaded module that fails to import kills the fork server
+            _logger.exception("Could not fork run %s; launching it with Dagster's launcher", run.run_id)
+            self._instance.report_engine_event("The fork server could not start this run's worker: "
+                                               "launched by Dagster's default launcher.", run, cls=type(self))
+            super().launch_run(context)
+            return
         # A run outlives the daemon; multiprocessing would otherwise wait for it when the daemon exits.
         multiprocessing.process._children.discard(worker)  # noqa: SLF001
         assert worker.pid is not None
-        self._instance.add_run_tags(run.run_id, {WORKER_TAG: RunWorker(
-            pid=worker.pid, host=socket.gethostname(), started=process_start_time(worker.pid)).to_tag()})
+        record = RunWorker(pid=worker.pid, host=socket.gethostname(), started=process_start_time(worker.pid))
+        try:
+            self._instance.add_run_tags(run.run_id, {WORKER_TAG: record.to_tag()})
+        except Exception:
+            worker.kill()  # it has not started the run: nothing is left running for a run that failed to launch
+            worker.join(TAG_WAIT_SECONDS)
+            raise
+        tagged.set()
         self._run_ids.add(run.run_id)
-        threading.Thread(target=self._fail_run_if_worker_dies, args=(worker, run.run_id),
+        # The watcher keeps ``tagged`` alive: the worker unpickles it after start() returned, and the
+        # named semaphore behind it is removed once it is garbage.
+        threading.Thread(target=self._end_run_if_worker_dies, args=(worker, record, run.run_id, tagged),
                          name=f"watch-{run.run_id[:8]}", daemon=True).start()
 
-    def _fail_run_if_worker_dies(self, worker: multiprocessing.process.BaseProcess, run_id: str) -> None:
-        worker.join()
+    def _end_run_if_worker_dies(self, worker: multiprocessing.process.BaseProcess, record: RunWorker,
+                                run_id: str, tagged: Any) -> None:
         try:
+            worker.join()
+            # The exit status comes through the fork server: if it died (killed, out of memory), join
+            # returns while the worker still runs, now without a parent. Wait for the worker itself.
+            while record.is_alive():
+                time.sleep(GONE_POLL_SECONDS)
             run = self._instance.get_run_by_id(run_id)
             if run is None or run.is_finished:
                 return
-            message = get_run_crash_explanation(prefix=f"Run worker (pid {worker.pid}) of run {run_id}",
-                                                exit_code=worker.exitcode if worker.exitcode is not None else -1)
+            exit_code = worker.exitcode if worker.exitcode is not None else -1
+            prefix = f"Run worker (pid {worker.pid}) of run {run_id}"
+            message = (get_run_crash_explanation(prefix=prefix, exit_code=exit_code) if exit_code != 255
+                       else f"{prefix} exited before the run ended (its exit status was lost with the fork server).")
             self._instance.report_engine_event(message, run, cls=type(self))
             if run.status == DagsterRunStatus.CANCELING:
                 self._instance.report_run_canceled(run, message)
@@ -201,7 +247,9 @@ class WarmRunLauncher(DefaultRunLauncher):
                 self._instance.report_run_failed(run, message)
         except Exception:  # the instance may be gone with the daemon; run monitoring is the backstop
             _logger.exception("Could not end run %s after its worker exited", run_id)
-        worker.close()
+        finally:
+            worker.close()
+            del tagged
 
     @property
     def supports_check_run_worker_health(self) -> bool:

@@ -30,6 +30,7 @@ import requests
 from dagster._core.code_pointer import FileCodePointer
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher import WorkerStatus
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from coelho_pipeline.dev import services
 from coelho_pipeline.launcher import WORKER_TAG, RunWorker, WarmRunLauncher, process_start_time
@@ -211,6 +212,24 @@ def test_a_killed_worker_fails_its_run_at_once(probe_dev: ProbeDev) -> None:
     assert any(f"Run worker (pid {pid})" in (m or "") and "signal 9" in (m or "") for m in messages), messages
 
 
+def test_a_dead_fork_server_fails_no_run_whose_worker_still_runs(probe_dev: ProbeDev) -> None:
+    (probe_dev.out / "HOLD").touch()
+    run_id = probe_dev.launch()
+    record = probe_dev.started(run_id)
+    # The workers' exit statuses come through the fork server; killed (say, out of memory), it takes
+    # them along, while the worker itself goes on with its run.
+    os.kill(record["ppid"], signal.SIGKILL)
+    wait_until(lambda: process_start_time(record["ppid"]) is None, 30, "the fork server gone")
+    time.sleep(3)
+    assert probe_dev.instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    (probe_dev.out / "HOLD").unlink()
+    assert probe_dev.finished(run_id).status == dg.DagsterRunStatus.SUCCESS
+    # The next run starts a new fork server.
+    after = probe_dev.launch()
+    assert probe_dev.finished(after).status == dg.DagsterRunStatus.SUCCESS
+    assert probe_dev.started(after)["ppid"] != record["ppid"]
+
+
 def test_a_running_worker_outlives_dagster_dev_and_finishes_its_run(tmp_path: Path) -> None:
     dev = ProbeDev(tmp_path)
     try:
@@ -291,3 +310,29 @@ def test_a_run_of_another_interpreter_is_left_to_dagsters_launcher(instance: dg.
     launcher = instance.run_launcher
     assert launcher.can_fork(run_on(sys.executable))
     assert not launcher.can_fork(run_on(str(tmp_path / "other-venv" / "bin" / "python")))
+
+    # A code server on another machine (workspace.yaml's grpc_server), even with the same interpreter path.
+    def served_by(location: GrpcServerCodeLocationOrigin) -> dg.DagsterRun:
+        run = run_on(sys.executable)
+        return run._replace(remote_job_origin=RemoteJobOrigin(
+            RemoteRepositoryOrigin(location, "__repository__"), "probe_job"))
+
+    assert not launcher.can_fork(served_by(GrpcServerCodeLocationOrigin(host="10.1.2.3", port=4000,
+                                                                         location_name=LOCATION)))
+    assert launcher.can_fork(served_by(GrpcServerCodeLocationOrigin(host="127.0.0.1", port=4000,
+                                                                    location_name=LOCATION)))
+    assert launcher.can_fork(served_by(GrpcServerCodeLocationOrigin(host="localhost", socket="/tmp/probe.sock",
+                                                                    location_name=LOCATION)))
+
+
+def test_a_worker_never_recorded_in_its_runs_tags_does_not_start_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the tag, Terminate and the health check could not find the worker: it waits for it.
+    import multiprocessing
+
+    from coelho_pipeline import launcher
+
+    monkeypatch.setattr(launcher, "TAG_WAIT_SECONDS", 0.1)
+    never_tagged = multiprocessing.get_context("spawn").Event()
+    with pytest.raises(SystemExit, match="did not record this run worker"):
+        launcher._execute_run("not even read", never_tagged)
+
