@@ -37,7 +37,6 @@ machine.
 
 import json
 import multiprocessing
-import multiprocessing.context
 import multiprocessing.process
 import multiprocessing.spawn
 import os
@@ -249,7 +248,6 @@ class WarmRunLauncher(DefaultRunLauncher):
             _logger.exception("Could not end run %s after its worker exited", run_id)
         finally:
             worker.close()
-            del tagged
 
     @property
     def supports_check_run_worker_health(self) -> bool:

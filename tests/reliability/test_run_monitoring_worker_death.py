@@ -24,7 +24,7 @@ from daemon_harness import wait_for_run, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.daemon]
 
-# Under `dagster dev` the code server that spawned the worker sees it exit (it checks every 0.5 s) and
+# Under `dagster dev` the daemon that launched the worker (WarmRunLauncher) sees it exit at once and
 # fails the run; 10 s leaves room for a loaded machine. See dagster.yaml for the bound without it.
 DEAD_WORKER_BOUND_SECONDS = 10
 
