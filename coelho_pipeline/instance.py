@@ -22,19 +22,27 @@ Dagster process disposes the instances it builds; a storage used after that gets
 back). ``keep_database_connections: false`` in dagster.yaml gives Dagster's own behaviour back
 (e.g. behind a connection pooler).
 
+A code server evaluates each sensor tick with a new context whose ``instance`` is a new
+DagsterInstance built from the daemon's instance ref: its storages check their schema revision
+(alembic parses Dagster's 267 migration scripts, ~80 ms of CPU, once per storage and event-log
+shard) and, on PostgreSQL, connect anew; it is built as soon as the sensor reads its resources.
+The pipeline's sensors call ``share_instance`` first instead: one instance per ref and process,
+shared by its ticks (as a webserver shares one) and disposed when the process exits.
+
 Only Dagster (and its SQLAlchemy) is imported here: every Dagster process loading the instance
 (webserver, daemon, code server, run worker) imports this module.
 """
 
+import atexit
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import AbstractSet, Any
 
-from dagster import Bool, DagsterInstance, Field
+from dagster import Bool, DagsterInstance, Field, SensorEvaluationContext
 from dagster._core.instance.ref import InstanceRef
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
@@ -45,6 +53,10 @@ KEPT_CONNECTION_RECYCLE_SECONDS = 3600  # as dagster-webserver's pool
 # libpq's TCP keepalives (unless the database's params set them): a kept connection sits idle, and a
 # network that drops idle flows without a reset would otherwise leave its next use blocked for minutes.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3}
+# Instances share_instance keeps per process: one ref in practice (the daemon's, the webserver's for
+# a "Test sensor"); another appears only if the daemon restarts on a changed dagster.yaml while this
+# code server lives on.
+MAX_SHARED_INSTANCES = 4
 
 
 class DeliveryInstance(DagsterInstance):
@@ -164,3 +176,43 @@ def _replace_engine(storage: Any, engine: Engine) -> None:
     # The storage's engine attribute (dagster-postgres pinned; tests/test_instance_postgres.py).
     previous, storage._engine = storage._engine, engine  # noqa: SLF001
     previous.dispose()
+
+
+_shared_instances: dict[str, DagsterInstance] = {}
+_shared_instances_lock = threading.Lock()
+
+
+def share_instance(context: SensorEvaluationContext) -> DagsterInstance:
+    """The instance this process shares for the tick's instance ref, made the tick's ``context.instance``.
+
+    Call it before anything reads ``context.instance`` or ``context.log`` (either builds the tick's
+    own instance). Dagster also builds one to give a sensor the resources it declares, before the
+    sensor's function runs: a sensor that shares the instance builds its resources with
+    ``coelho_pipeline.resources.sensor_resources`` instead. A context built with an instance (a
+    test, a direct call) keeps it.
+    """
+    ref = context.instance_ref
+    if ref is None or context._instance is not None:  # noqa: SLF001
+        return context.instance
+    key = serialize_value(ref)
+    with _shared_instances_lock:
+        instance = _shared_instances.get(key)
+        if instance is None:
+            if len(_shared_instances) >= MAX_SHARED_INSTANCES:
+                # The oldest ref is a daemon's that is gone; a tick still reading it finds its storages
+                # usable after dispose (they are given Dagster's engines back).
+                _shared_instances.pop(next(iter(_shared_instances))).dispose()
+            instance = _shared_instances[key] = DagsterInstance.from_ref(ref)
+    # Not entered in the context's exit stack, so the tick's end does not dispose it. (The context's
+    # attribute: the Dagster set is pinned; tests/test_cluster_postgres.py counts the connections.)
+    context._instance = instance  # noqa: SLF001
+    return instance
+
+
+@atexit.register
+def _dispose_shared_instances() -> None:
+    with _shared_instances_lock:
+        instances = list(_shared_instances.values())
+        _shared_instances.clear()
+    for instance in instances:
+        instance.dispose()

@@ -23,12 +23,13 @@ from coelho_pipeline.auto_rollback import DEPLOY_FAILURE_KEY
 from coelho_pipeline.delivery.promotion import promotion_refusal
 from coelho_pipeline.domain import CommitInfo, is_pipeline_commit
 from coelho_pipeline.hold import Hold, current_hold
+from coelho_pipeline.instance import share_instance
 from coelho_pipeline.jobs import TargetJobs, delivery_tags
 from coelho_pipeline.notify import Notification
 from coelho_pipeline.partitions import source_commits
-from coelho_pipeline.resources import TargetResources, required_keys
+from coelho_pipeline.resources import TargetResources, required_keys, sensor_resources
 from coelho_pipeline.resources.argocd import ArgoCDResource
-from coelho_pipeline.resources.git import GitError, GitRemote
+from coelho_pipeline.resources.git import GitError, GitRemote, GitResource
 from coelho_pipeline.resources.notify import NotifierResource
 from coelho_pipeline.resources.verify import VerificationResource
 from coelho_pipeline.targets import Target
@@ -62,23 +63,28 @@ def build_git_push_sensor(target: Target, jobs: TargetJobs,
 
     @dg.sensor(name=target.name(SENSOR_NAME), job=jobs.deliver_commit,
                minimum_interval_seconds=max(1, round(poll_interval_seconds)),
-               default_status=dg.DefaultSensorStatus.RUNNING, required_resource_keys=required_keys(target, "git"))
+               default_status=dg.DefaultSensorStatus.RUNNING)
     # **_: called directly (as the tests do), a sensor also gets its resources as keyword arguments.
     def git_push_sensor(context: dg.SensorEvaluationContext, **_: object) -> dg.SensorResult | dg.SkipReason:
         """Watches the branch with ls-remote; delivers the newest new commit, records the ones it supersedes."""
-        git = TargetResources(context.resources, target).git
-        # A tick must end well within Dagster's sensor evaluation timeout (60 s), also when the remote
-        # hangs or a delivery holds the cache clone: then the tick is skipped and the next one tries again.
-        remote = replace(git.remote(), network_timeout=SENSOR_GIT_TIMEOUT_SECONDS,
-                         lock_timeout=SENSOR_GIT_TIMEOUT_SECONDS)
-        try:
-            return _tick(context, scope, remote, git.author_email)
-        except GitError as e:
-            if not e.timed_out:  # refused, unknown host, 4xx: a failed tick, red in the UI, tried again next tick
-                raise
-            return dg.SkipReason(f"git did not answer in time, trying again on the next tick: {e}")
+        # Its git resource is built on the code server's shared instance, not declared: a declared
+        # resource costs a new DagsterInstance every tick (coelho_pipeline/instance.py).
+        with sensor_resources(context, target, "git") as resources:
+            return _evaluate(context, scope, resources.git)
 
     return git_push_sensor
+
+
+def _evaluate(context: dg.SensorEvaluationContext, scope: _Scope, git: GitResource) -> dg.SensorResult | dg.SkipReason:
+    # A tick must end well within Dagster's sensor evaluation timeout (60 s), also when the remote
+    # hangs or a delivery holds the cache clone: then the tick is skipped and the next one tries again.
+    remote = replace(git.remote(), network_timeout=SENSOR_GIT_TIMEOUT_SECONDS, lock_timeout=SENSOR_GIT_TIMEOUT_SECONDS)
+    try:
+        return _tick(context, scope, remote, git.author_email)
+    except GitError as e:
+        if not e.timed_out:  # refused, unknown host, 4xx: a failed tick, red in the UI, tried again next tick
+            raise
+        return dg.SkipReason(f"git did not answer in time, trying again on the next tick: {e}")
 
 
 @dataclass(frozen=True)
@@ -362,7 +368,7 @@ def build_promotion_sensor(target: Target, upstream: Target, jobs: TargetJobs) -
                description=f"Promotes each delivery verified in {upstream.environment.name} to "
                            f"{target.environment.name} (promotion: auto).")
     def promotion_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        instance = context.instance
+        instance = share_instance(context)
         latest = instance.fetch_materializations(upstream.key("argocd_sync"), limit=1).records
         if not latest or not latest[0].partition_key:
             return dg.SkipReason(f"nothing delivered to {upstream.label} yet")

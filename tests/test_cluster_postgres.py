@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.scheduler.instigation import InstigatorType
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from cluster_harness import cluster_instance, write_instance
@@ -26,6 +27,8 @@ from postgres_server import PostgresServer
 pytestmark = [pytest.mark.docker, pytest.mark.daemon]
 
 BRANCH = "release/pg-delivery"
+IDLE_SECONDS = 20
+CONNECTIONS_PER_NEW_INSTANCE = 8
 IMAGE_PATH = "acme-delivery/realtime"
 
 
@@ -111,5 +114,25 @@ def test_the_daemon_delivers_a_push_with_its_records_in_postgres(
     assert connections <= 100 + 3 * seconds, (
         f"{connections} connections made to the database in the {seconds:.0f} s of the delivery")
 
+    # Idle, the push sensor ticks every few seconds in the code server, and its ticks share one
+    # instance there (coelho_pipeline/instance.py, share_instance): they connect no more. Dagster
+    # builds a new instance for each tick of a run status sensor (every 30 s), and once more in the
+    # code server that launched the delivery (Dagster's launcher here) when its run process has
+    # ended: 7 connections each. Before sharing, each push sensor tick built one too: 39-46
+    # connections in these 20 s, against 14.
+    since, connections_before = time.time(), postgres_server.connections_made(db)
+    time.sleep(IDLE_SECONDS)
+    idle_connections = postgres_server.connections_made(db) - connections_before
+    ticks = _sensor_ticks_since(instance, since)
+    push_ticks = ticks.pop("git_push_sensor")
+    assert push_ticks >= 3, ticks
+    assert idle_connections <= CONNECTIONS_PER_NEW_INSTANCE * (sum(ticks.values()) + 1) + 2, (
+        f"{idle_connections} connections in {IDLE_SECONDS} s idle: {push_ticks} push sensor ticks, others {ticks}")
+
     # Nothing of the instance is in sqlite under DAGSTER_HOME.
     assert not [p for p in (tmp_path / "dagster_home").rglob("*.db")]
+
+
+def _sensor_ticks_since(instance: dg.DagsterInstance, since: float) -> dict[str, int]:
+    return {state.instigator_name: len(instance.get_ticks(state.instigator_origin_id, state.selector_id, after=since))
+            for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)}

@@ -16,7 +16,7 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import deserialize_value, serialize_value
 
-from coelho_pipeline.instance import PARTITION_MEMORY_SECONDS, DeliveryInstance
+from coelho_pipeline.instance import PARTITION_MEMORY_SECONDS, DeliveryInstance, share_instance
 from pipeline_harness import REPO_ROOT, Pipeline
 
 PARTITIONS = "source_commits"
@@ -170,3 +170,27 @@ def test_a_delivery_asks_the_storage_for_its_partition_once(pipeline: Pipeline, 
     # was asked once (twice if a slow run crossed the window).
     assert asked >= 9
     assert queries.count <= 2
+
+
+def test_sensor_ticks_of_one_process_share_one_instance(instance: DeliveryInstance) -> None:
+    # As a code server makes each tick's context: from the daemon's instance ref, a new one per tick.
+    ref = instance.get_ref()
+    contexts = [dg.SensorEvaluationContext(instance_ref=ref, last_tick_completion_time=None, last_run_key=None,
+                                           cursor=None, repository_name=None) for _ in range(2)]
+    with contexts[0] as first:
+        shared = share_instance(first)
+        assert first.instance is shared and isinstance(shared, DeliveryInstance) and shared is not instance
+    with contexts[1] as second:
+        assert share_instance(second) is shared and second.instance is shared
+    # The tick's end did not dispose it: the next tick reads through it.
+    assert shared.get_runs(limit=1) == []
+    # A context made with an instance (a test, a direct call) keeps it.
+    assert share_instance(dg.build_sensor_context(instance=instance)) is instance
+
+
+def test_the_push_sensor_declares_no_resource_so_dagster_builds_no_instance_per_tick() -> None:
+    # Dagster builds a new DagsterInstance for a tick as soon as it builds the resources a sensor
+    # declares, before the sensor runs; the push sensor builds its git resource on the shared one.
+    from pipeline_harness import git_push_sensor
+
+    assert git_push_sensor.required_resource_keys == set()

@@ -9,9 +9,13 @@ the same for one target or many. ``notify`` and ``verification`` are shared by e
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import dagster as dg
+
     from coelho_pipeline.resources.argocd import ArgoCDResource
     from coelho_pipeline.resources.git import GitResource
     from coelho_pipeline.resources.images import ImageBuilderResource, RegistryResource
@@ -35,6 +39,30 @@ def resource_key(target: Target, base: str) -> str:
 def required_keys(target: Target, *bases: str) -> set[str]:
     """The resource keys an asset or op of ``target`` declares, for the resources it uses."""
     return {resource_key(target, base) for base in bases}
+
+
+@contextmanager
+def sensor_resources(context: dg.SensorEvaluationContext, target: Target, *bases: str) -> Iterator[TargetResources]:
+    """``target``'s resources for one sensor tick, built on the instance the process shares.
+
+    For a sensor that declares no resources: were they declared, Dagster would build them, and a new
+    DagsterInstance with them, on every tick (coelho_pipeline/instance.py). Here they are the code
+    location's own resource definitions, built as Dagster builds them (EnvVar values read then). A
+    context made by hand (a test, no repository) gives the resources it was made with.
+    """
+    import dagster as dg
+
+    from coelho_pipeline.instance import share_instance
+
+    repository = context.repository_def
+    if repository is None:
+        yield TargetResources(context.resources, target)
+        return
+    instance = share_instance(context)
+    definitions = repository.get_top_level_resources()
+    with dg.build_resources({key: definitions[key] for key in required_keys(target, *bases)},
+                            instance=instance) as built:
+        yield TargetResources(built, target)
 
 
 class TargetResources:
