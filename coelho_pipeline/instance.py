@@ -57,6 +57,9 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10,
 # a "Test sensor"); another appears only if the daemon restarts on a changed dagster.yaml while this
 # code server lives on.
 MAX_SHARED_INSTANCES = 4
+# coelho_pipeline/sqlite_storage.py's classes for Dagster's sqlite defaults (InstanceRef.config_defaults).
+SQLITE_STORAGES = {"storage": "SqliteStorage", "run_storage": "SqliteRunStorage",
+                   "event_log_storage": "SqliteEventLogStorage", "schedule_storage": "SqliteScheduleStorage"}
 
 
 class DeliveryInstance(DagsterInstance):
@@ -86,7 +89,13 @@ class DeliveryInstance(DagsterInstance):
 
     @staticmethod
     def config_defaults(base_dir: str) -> Mapping[str, ConfigurableClassData | None]:
-        return InstanceRef.config_defaults(base_dir)
+        # Where dagster.yaml names no storage: Dagster's sqlite storages, keeping their engines.
+        defaults = dict(InstanceRef.config_defaults(base_dir))
+        for key in ("storage", "run_storage", "event_log_storage", "schedule_storage"):
+            dagster_default = defaults[key]
+            defaults[key] = ConfigurableClassData("coelho_pipeline.sqlite_storage", SQLITE_STORAGES[key],
+                                                  dagster_default.config_yaml)
+        return defaults
 
     def dispose(self) -> None:
         try:
