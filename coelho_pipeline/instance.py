@@ -7,9 +7,11 @@ for an answer that does not change during the run. This instance remembers a par
 found for a short while. A partition it deletes itself is forgotten at once; one deleted by another
 process (the UI, ``dagster instance``) may still be believed here for at most
 ``PARTITION_MEMORY_SECONDS``; a partition that does not exist is never remembered, so a new one is
-seen as soon as it is added. That window matters only in the long-lived processes: a sensor request
-for a partition deleted elsewhere seconds before is not added again by the daemon, and its run fails
-saying the partition does not exist; a delivery whose partition is deleted while it runs finishes.
+seen as soon as it is added. That window matters only in the long-lived processes (the daemon, and
+the code server, whose sensor ticks share one instance, see below): a sensor request for a partition
+deleted elsewhere seconds before is not added again by the daemon (nor refused by the promotion
+sensor's tick), and its run fails saying the partition does not exist; a delivery whose partition
+is deleted while it runs finishes.
 
 On PostgreSQL (the cluster's storage), Dagster's storages open a new connection for every call, so
 that the short-lived instances a code server builds per sensor tick never accumulate connections.
@@ -35,6 +37,7 @@ Only Dagster (and its SQLAlchemy) is imported here: every Dagster process loadin
 
 import atexit
 import math
+from collections import OrderedDict
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -187,7 +190,7 @@ def _replace_engine(storage: Any, engine: Engine) -> None:
     previous.dispose()
 
 
-_shared_instances: dict[str, DagsterInstance] = {}
+_shared_instances: OrderedDict[str, DagsterInstance] = OrderedDict()
 _shared_instances_lock = threading.Lock()
 
 
@@ -204,14 +207,19 @@ def share_instance(context: SensorEvaluationContext) -> DagsterInstance:
     if ref is None or context._instance is not None:  # noqa: SLF001
         return context.instance
     key = serialize_value(ref)
+    evicted = None
     with _shared_instances_lock:
         instance = _shared_instances.get(key)
-        if instance is None:
+        if instance is not None:
+            _shared_instances.move_to_end(key)
+        else:
             if len(_shared_instances) >= MAX_SHARED_INSTANCES:
-                # The oldest ref is a daemon's that is gone; a tick still reading it finds its storages
-                # usable after dispose (they are given Dagster's engines back).
-                _shared_instances.pop(next(iter(_shared_instances))).dispose()
+                # The least recently used ref is a daemon's that is gone; a tick still reading it finds
+                # its storages usable after dispose (they are given Dagster's engines back).
+                _, evicted = _shared_instances.popitem(last=False)
             instance = _shared_instances[key] = DagsterInstance.from_ref(ref)
+    if evicted is not None:
+        evicted.dispose()
     # Not entered in the context's exit stack, so the tick's end does not dispose it. (The context's
     # attribute: the Dagster set is pinned; tests/test_cluster_postgres.py counts the connections.)
     context._instance = instance  # noqa: SLF001

@@ -51,6 +51,7 @@ def sensor_resources(context: dg.SensorEvaluationContext, target: Target, *bases
     context made by hand (a test, no repository) gives the resources it was made with.
     """
     import dagster as dg
+    from dagster._core.execution.resources_init import get_transitive_required_resource_keys
 
     from coelho_pipeline.instance import share_instance
 
@@ -60,8 +61,9 @@ def sensor_resources(context: dg.SensorEvaluationContext, target: Target, *bases
         return
     instance = share_instance(context)
     definitions = repository.get_top_level_resources()
-    with dg.build_resources({key: definitions[key] for key in required_keys(target, *bases)},
-                            instance=instance) as built:
+    # With the resources they depend on, as Dagster collects a sensor's (none has any today).
+    keys = get_transitive_required_resource_keys(required_keys(target, *bases), definitions)
+    with dg.build_resources({key: definitions[key] for key in keys}, instance=instance) as built:
         yield TargetResources(built, target)
 
 
