@@ -276,7 +276,12 @@ def main(rounds: int) -> None:
     try:
         prefix, repo = start_registry_and_source(tmp, started)
 
-        with dg.instance_for_test() as instance:
+        # The pipeline's own instance (dagster.yaml: DeliveryInstance on its sqlite storages), as
+        # `dagster dev` and its runs use it, in a home of its own.
+        home = tmp / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
             pipeline = Pipeline(repo, settings_for(repo, prefix, tmp / "work", BASE_IMAGES), instance)
             # Warm-up, untimed: the seed builds all three images, and the raw side loads helm_python,
             # opens its docker connection and pushes the base layers once, as the pipeline just did.
