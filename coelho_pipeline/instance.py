@@ -37,9 +37,9 @@ Only Dagster (and its SQLAlchemy) is imported here: every Dagster process loadin
 
 import atexit
 import math
-from collections import OrderedDict
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import AbstractSet, Any
 

@@ -15,7 +15,6 @@ until true.
 dagster.yaml names none. Only Dagster and SQLAlchemy are imported here (every Dagster process loads it).
 """
 
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -92,7 +91,6 @@ class SqliteScheduleStorage(_KeptEngine, sqlite_schedule_storage.SqliteScheduleS
 class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._shard_engines: OrderedDict[str, Engine] = OrderedDict()
-        self._shard_engines_lock = threading.Lock()
         self._found = _Found()
         super().__init__(base_dir, inst_data)
 
@@ -102,17 +100,17 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         return cls(inst_data=inst_data, **config_value)
 
     def _shard_engine(self, shard: str) -> Engine:
-        with self._shard_engines_lock:
-            engine = self._shard_engines.get(shard)
-            if engine is None:
-                engine = self._shard_engines[shard] = create_engine(
-                    self.conn_string_for_shard(shard), poolclass=NullPool,
-                    connect_args={"timeout": sqlite_event_log.SQLITE_BUSY_TIMEOUT_SECONDS})
-                if len(self._shard_engines) > KEPT_SHARD_ENGINES:
-                    self._shard_engines.popitem(last=False)
-            else:
-                self._shard_engines.move_to_end(shard)
-            return engine
+        # Called under Dagster's _db_lock (see _connect): one thread at a time.
+        engine = self._shard_engines.get(shard)
+        if engine is None:
+            engine = self._shard_engines[shard] = create_engine(
+                self.conn_string_for_shard(shard), poolclass=NullPool,
+                connect_args={"timeout": sqlite_event_log.SQLITE_BUSY_TIMEOUT_SECONDS})
+            if len(self._shard_engines) > KEPT_SHARD_ENGINES:
+                self._shard_engines.popitem(last=False)
+        else:
+            self._shard_engines.move_to_end(shard)
+        return engine
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
