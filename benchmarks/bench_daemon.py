@@ -61,7 +61,7 @@ if str(BENCH_DIR) not in sys.path:
 
 import daemon_stack as ds
 from bench_delivery import RAW_BRANCH, RawRound, RawWork
-from conftest import BASE_IMAGES, FIXTURES
+from conftest import BASE_IMAGES
 from daemon_stack import (
     BenchError,
     DaemonSession,
@@ -71,6 +71,7 @@ from daemon_stack import (
     log,
     push_change,
 )
+from extra_apps import extra_app_names, extra_apps_rewrite, extra_image_values
 from figures import Figure, table
 from pipeline_harness import APPS, SourceRepo, make_source_repo
 
@@ -496,62 +497,6 @@ def subprocess_ok(args: Sequence[str], repo: SourceRepo) -> bool:
         return False
 
 
-# -- growth: extra apps --------------------------------------------------------------------------
-
-_TEMPLATE = """{{- if .Values.KEY.enabled }}
-{{- $ctx := dict "root" $ "component" "COMPONENT" "version" .Values.KEY.image.tag }}
-{{- $image := dict "root" $ "key" "KEY" "image" .Values.KEY.image }}
-# Benchmark app NAME (benchmarks/bench_daemon.py, growth): a minimal Deployment the render check can see.
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ include "coelho-realtime.componentName" $ctx }}
-  labels:
-    {{- include "coelho-realtime.componentLabels" $ctx | nindent 4 }}
-spec:
-  replicas: {{ .Values.KEY.replicas }}
-  selector:
-    matchLabels:
-      {{- include "coelho-realtime.selectorLabels" $ctx | nindent 6 }}
-  template:
-    metadata:
-      labels:
-        {{- include "coelho-realtime.componentLabels" $ctx | nindent 8 }}
-    spec:
-      containers:
-        - name: COMPONENT
-          image: {{ include "coelho-realtime.image" $image | quote }}
-{{- end }}
-"""
-
-
-def extra_app_names(total: int) -> list[str]:
-    return [f"app_{i:02d}" for i in range(len(APPS) + 1, total + 1)]
-
-
-def extra_apps_rewrite(names: Sequence[str]) -> Callable[[Path], None]:
-    """make_source_repo's hook: apps/<name>/ (the fixture app), a values.yaml block, a Deployment template."""
-    def rewrite(work: Path) -> None:
-        dockerfile = (FIXTURES / "apps" / "fastapi" / "Dockerfile").read_text()
-        values = work / VALUES
-        blocks = []
-        for name in names:
-            app = App(name)
-            folder = work / "apps" / name
-            folder.mkdir(parents=True)
-            (folder / "Dockerfile").write_text(dockerfile)
-            (folder / "main.py").write_text(f"print('{name}')\n")
-            blocks.append(f"\n# Benchmark app {name} (benchmarks/bench_daemon.py, growth).\n{app.values_key}:\n"
-                          f"  enabled: true\n  image:\n    repository: 127.0.0.1:5000/coelho/{app.image}\n"
-                          f"    tag: \"\"\n    pullPolicy: IfNotPresent\n  replicas: 1\n  resources: {{}}\n")
-            template = work / "k3d" / "helm" / "templates" / "bench-apps" / f"{app.image}.yaml"
-            template.parent.mkdir(parents=True, exist_ok=True)
-            template.write_text(_TEMPLATE.replace("KEY", app.values_key).replace("COMPONENT", app.component)
-                                .replace("NAME", name))
-        values.write_text(values.read_text() + "".join(blocks))
-    return rewrite
-
-
 # -- the run -------------------------------------------------------------------------------------
 
 def _trivial_change(tag: str) -> Callable[[int], dict[str, str]]:
@@ -718,7 +663,7 @@ def _run(opts: Options) -> list[Figure]:
                     names = extra_app_names(size)
                     repo = make_source_repo(stack.git, values_rewrite=extra_apps_rewrite(names))
                     apps = (*APPS, *names)
-                    image_values = {f"{App(n).values_key}.image": f"coelho-realtime-{App(n).component}" for n in names}
+                    image_values = extra_image_values(names)
                     with DaemonSession(stack, f"growth{size}", repo, apps=apps, image_values=image_values,
                                        verify_soak=opts.verify_soak) as session:
                         seed(session, timeout=1200)

@@ -1,6 +1,6 @@
 """Time delivering a one-app change through deliver_commit against the raw work it stands for.
 
-    .venv/bin/python benchmarks/bench_delivery.py [--rounds N]
+    .venv/bin/python benchmarks/bench_delivery.py [--rounds N] [--apps N]
 
 Starts its own registry and git daemon on free 127.0.0.1 ports, seeds a source repository the
 way the tests do (tests/fixtures/apps + this repo's k3d/), delivers the seed commit once (all
@@ -8,7 +8,8 @@ three images), then for each round pushes a change to apps/fastapi/main.py and t
 ``deliver_commit`` in process for it (the harness's Pipeline.deliver), taking per-step durations
 from the run's event log. In the same round it does the same work directly, without Dagster:
 docker SDK build + push of that app's context, git fetch/edit/commit/push of one values.yaml
-line (git CLI), and one render_chart of k3d/helm. Needs a Docker engine on the default socket
+line (git CLI), and one render_chart of k3d/helm. ``--apps N`` adds the growth figures' extra apps
+(benchmarks/extra_apps.py) so the catalog has N, still one changed a round. Needs a Docker engine on the default socket
 (or DOCKER_HOST) and the local base images (scripts/base-images.sh). Dagster's own run log goes
 to stderr; the figures go to stdout.
 """
@@ -26,7 +27,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import dagster as dg  # noqa: E402
 import docker  # noqa: E402
 from conftest import BASE_IMAGES, GitServer  # noqa: E402
-from pipeline_harness import DEV, Pipeline, SourceRepo, make_source_repo, materializations, settings_for  # noqa: E402
+from extra_apps import extra_app_names, extra_apps_rewrite  # noqa: E402
+from pipeline_harness import APPS, DEV, Pipeline, SourceRepo, make_source_repo, materializations, settings_for  # noqa: E402
 
 from coelho_pipeline.chart import argocd_helm_overrides, render_chart  # noqa: E402
 from coelho_pipeline.dev import services  # noqa: E402
@@ -123,14 +125,16 @@ class RawWork:
         return RawRound(archive, build, push, git_s, self.render(text))
 
 
-def start_registry_and_source(tmp: Path, started: list[services.Service]) -> tuple[str, SourceRepo]:
+def start_registry_and_source(tmp: Path, started: list[services.Service],
+                              extra_apps: Sequence[str] = ()) -> tuple[str, SourceRepo]:
     """A registry and a git daemon on free ports (appended to ``started``, for the caller to stop) and
     the fixture's source repository on it: (registry prefix, repository)."""
     port = services.free_port()
     started.append(services.start_registry(tmp / "registry", port))
     git_port = services.free_port()
     started.append(services.start_git_daemon(tmp / "git", git_port))
-    return f"127.0.0.1:{port}/coelho", make_source_repo(GitServer(tmp / "git", git_port))
+    rewrite = extra_apps_rewrite(extra_apps) if extra_apps else None
+    return f"127.0.0.1:{port}/coelho", make_source_repo(GitServer(tmp / "git", git_port), values_rewrite=rewrite)
 
 
 def changed_context(bare: Path, sha: str, context_path: str, member: str, text: str) -> bytes:
@@ -214,7 +218,7 @@ def deliver(pipeline: Pipeline, sha: str, *, expect_rebuilt: set[str]) -> tuple[
     return PipelineRound(wall, run, steps), refs
 
 
-def table(pipe: Sequence[PipelineRound], raw: Sequence[RawRound]) -> str:
+def table(pipe: Sequence[PipelineRound], raw: Sequence[RawRound], apps: int) -> str:
     """The figures: medians and minima, pipeline against raw, per step and in total."""
     def med(xs: Iterable[float]) -> float:
         return statistics.median(list(xs))
@@ -237,7 +241,7 @@ def table(pipe: Sequence[PipelineRound], raw: Sequence[RawRound]) -> str:
         return sum(x.steps.values())
 
     lines = [
-        f"delivering a one-app change (apps/fastapi/main.py), {len(pipe)} rounds, times in ms",
+        f"delivering a one-app change (apps/fastapi/main.py), {apps} apps, {len(pipe)} rounds, times in ms",
         f"{'':<26}{' median ':-^25}  |{' min (ratio: min/min) ':-^25}",
         f"{'':<26}{'pipeline':>8} {'raw':>8} {'ratio':>7}  |{'pipeline':>8} {'raw':>8} {'ratio':>7}   raw counterpart",
         row("total", lambda x: x.wall, lambda x: x.total, "image + git + render below"),
@@ -260,7 +264,7 @@ def table(pipe: Sequence[PipelineRound], raw: Sequence[RawRound]) -> str:
     return "\n".join(lines)
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, apps: int = len(APPS)) -> None:
     if not services.engine_answers(os.environ.get("DOCKER_HOST")):
         raise SystemExit("no Docker engine answers (DOCKER_HOST or the default socket)")
     client = docker.from_env(timeout=600)
@@ -274,7 +278,8 @@ def main(rounds: int) -> None:
     pushed: list[str] = []
     raw: RawWork | None = None
     try:
-        prefix, repo = start_registry_and_source(tmp, started)
+        extra = extra_app_names(apps)
+        prefix, repo = start_registry_and_source(tmp, started, extra)
 
         # The pipeline's own instance (dagster.yaml: DeliveryInstance on its sqlite storages), as
         # `dagster dev` and its runs use it, in a home of its own.
@@ -282,10 +287,11 @@ def main(rounds: int) -> None:
         home.mkdir()
         shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            pipeline = Pipeline(repo, settings_for(repo, prefix, tmp / "work", BASE_IMAGES), instance)
-            # Warm-up, untimed: the seed builds all three images, and the raw side loads helm_python,
+            settings = settings_for(repo, prefix, tmp / "work", BASE_IMAGES)
+            pipeline = Pipeline(repo, replace(settings, apps=(*settings.apps, *extra)), instance)
+            # Warm-up, untimed: the seed builds every image, and the raw side loads helm_python,
             # opens its docker connection and pushes the base layers once, as the pipeline just did.
-            _, refs = deliver(pipeline, repo.head(), expect_rebuilt={"fastapi", "kafka_producers", "sveltekit"})
+            _, refs = deliver(pipeline, repo.head(), expect_rebuilt={*APPS, *extra})
             pushed += refs
             # The raw side's own clone and branch, from the delivered head (its values.yaml names this
             # registry): its pushes must not move the branch the pipeline reads.
@@ -308,7 +314,7 @@ def main(rounds: int) -> None:
                 raw_rounds.append(raw.round(sha, f"raw-{n}"))
                 print(f"round {n}: pipeline {figures.wall:.2f} s, raw {raw_rounds[-1].total:.2f} s",
                       file=sys.stderr, flush=True)
-        print(table(pipe_rounds, raw_rounds))
+        print(table(pipe_rounds, raw_rounds, apps))
     finally:
         for service in reversed(started):
             service.stop()
@@ -325,4 +331,9 @@ def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed one-app deliveries (default 5)")
-    main(parser.parse_args().rounds)
+    parser.add_argument("--apps", type=int, default=len(APPS),
+                        help=f"apps in the catalog, at least the fixture's {len(APPS)} (default {len(APPS)})")
+    args = parser.parse_args()
+    if args.apps < len(APPS):
+        parser.error(f"--apps: at least the fixture's {len(APPS)}")
+    main(args.rounds, args.apps)

@@ -103,6 +103,8 @@ class DeliveryInstance(DagsterInstance):
     def dispose(self) -> None:
         try:
             super().dispose()
+            if self._schedule_storage is not None:  # Dagster disposes the run and event storages only
+                self._schedule_storage.dispose()
         finally:
             self._close_kept_connections()
 

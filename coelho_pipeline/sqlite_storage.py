@@ -1,20 +1,28 @@
 """Dagster's sqlite storages (``dagster dev``'s default), each keeping its SQLAlchemy engines.
 
-Dagster's sqlite storages make a new engine for every call: the event log for every event written,
-the run and schedule storages for every read and write. With NullPool an engine holds no
-connection, so keeping one changes nothing about connections (each call still opens its own
-sqlite connection and closes it); what a new engine costs is its dialect's first-connect setup and
-an empty compiled-statement cache, so every statement was compiled again. In one delivery in
-process (benchmarks/bench_delivery.py) keeping them took ~0.55 s off ~2.7 s of overhead. Also
-remembered: that a table exists (asked for every asset check event written, and for every sensor
-and schedule state read, by reflecting the database's tables) and that a data migration is complete
-(asked around many reads and writes): neither is undone under a running Dagster, so each is asked
-until true.
+Dagster's sqlite storages make a new engine for every call (the event log for every event written,
+the run and schedule storages for every read and write), and with it a new sqlite connection: a new
+engine costs its dialect's first-connect setup and an empty compiled-statement cache, and closing
+a database's last connection checkpoints its write-ahead log into the file and deletes it. Kept
+here: one engine per database, and for the run and schedule databases and the event log's index
+one open connection too (more while threads ask at once; closed on dispose). A run's own event
+database is the exception: its connection is closed after each call, as Dagster does, because the
+webserver learns of a run's new events from changes to that file (its watchdog), which only the
+checkpoint at close makes. Other processes keep reading and writing the same files (sqlite's
+write-ahead log is made for it). Measured: keeping the engines took ~0.55 s off ~2.7 s of overhead
+of one delivery in process (benchmarks/bench_delivery.py); keeping the connections took the
+daemon's idle CPU from 4.14 to 2.90 CPU s over 120 s (its sensor and queue loops read these
+databases many times a second; benchmarks/run_all.py --only P6). Also remembered: that a table
+exists (asked for every asset check event written, and for every sensor and schedule state read,
+by reflecting the database's tables) and that a data migration is complete (asked around many
+reads and writes): neither is undone under a running Dagster, so each is asked until true.
 
 ``DeliveryInstance.config_defaults`` names ``SqliteStorage``, so it is the storage whenever
 dagster.yaml names none. Only Dagster and SQLAlchemy are imported here (every Dagster process loads it).
 """
 
+import os
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,11 +41,33 @@ from dagster._core.storage.sqlite_storage import (
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 # Engines the event log keeps: one per shard (the index, one database per run); the least recently
 # used beyond this many are let go, so a long-lived webserver does not keep one for every run ever made.
 KEPT_SHARD_ENGINES = 64
+
+
+# Every engine that keeps a connection: a forked child lets go of them without closing the parent's.
+_KEEPING: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def _forget_connections_in_child() -> None:
+    for engine in list(_KEEPING):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections_in_child)
+
+
+def keeping_engine(conn_string: str, **connect_args: Any) -> Engine:
+    """An engine that keeps one sqlite connection open between calls (a thread asking while it is in
+    use gets one of its own, closed when returned); any thread may use the kept one, one at a time."""
+    engine = create_engine(conn_string, poolclass=QueuePool, pool_size=1, max_overflow=-1,
+                           connect_args={"check_same_thread": False, **connect_args})
+    _KEEPING.add(engine)
+    return engine
 
 
 class _Found:
@@ -56,7 +86,7 @@ class _KeptEngine:
     """For a storage over one database (runs, schedules): ``connect`` on an engine kept for it."""
 
     def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
-        self._kept_engine = create_engine(conn_string, poolclass=NullPool)
+        self._kept_engine = keeping_engine(conn_string)
         self._found = _Found()
         super().__init__(conn_string, inst_data)  # type: ignore[call-arg]  (the storage it is mixed into)
 
@@ -69,6 +99,10 @@ class _KeptEngine:
     def connect(self) -> Iterator[Connection]:
         with self._kept_engine.connect() as conn, conn.begin():
             yield conn
+
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]  (the storage it is mixed into)
+        self._kept_engine.dispose()
 
 
 class SqliteRunStorage(_KeptEngine, sqlite_run_storage.SqliteRunStorage):
@@ -103,11 +137,15 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         # Called under Dagster's _db_lock (see _connect): one thread at a time.
         engine = self._shard_engines.get(shard)
         if engine is None:
-            engine = self._shard_engines[shard] = create_engine(
-                self.conn_string_for_shard(shard), poolclass=NullPool,
-                connect_args={"timeout": sqlite_event_log.SQLITE_BUSY_TIMEOUT_SECONDS})
+            conn_string = self.conn_string_for_shard(shard)
+            timeout = {"timeout": sqlite_event_log.SQLITE_BUSY_TIMEOUT_SECONDS}
+            if shard == sqlite_event_log.INDEX_SHARD_NAME:
+                engine = keeping_engine(conn_string, **timeout)
+            else:  # a run's database: its file must change at every write (see the module's docstring)
+                engine = create_engine(conn_string, poolclass=NullPool, connect_args=timeout)
+            self._shard_engines[shard] = engine
             if len(self._shard_engines) > KEPT_SHARD_ENGINES:
-                self._shard_engines.popitem(last=False)
+                self._shard_engines.popitem(last=False)[1].dispose()
         else:
             self._shard_engines.move_to_end(shard)
         return engine
@@ -125,6 +163,20 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
 
     def has_table(self, table_name: str) -> bool:
         return self._found(f"table:{table_name}", lambda: super(SqliteEventLogStorage, self).has_table(table_name))
+
+    def wipe(self) -> None:
+        with self._db_lock:  # Dagster's wipe removes the run databases' files: no connection may stay on one
+            self._dispose_engines()
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        with self._db_lock:
+            self._dispose_engines()
+
+    def _dispose_engines(self) -> None:
+        while self._shard_engines:
+            self._shard_engines.popitem()[1].dispose()
 
     def has_secondary_index(self, name: str) -> bool:
         return self._found(f"index:{name}", lambda: super(SqliteEventLogStorage, self).has_secondary_index(name))

@@ -1,11 +1,16 @@
 """coelho_pipeline/sqlite_storage.py: Dagster's sqlite storages keeping their engines, on real sqlite.
 
 They are what dagster.yaml's instance stores in (it names no storage), in every process that builds it
-from the ref; a kept engine holds no sqlite connection between calls (another process writes freely);
-what is remembered as existing is only what was found.
+from the ref; the run, schedule and index databases keep a connection open, a run's own database does
+not (the webserver watches its file for new events); another process reads and writes the same files
+meanwhile; a forked child lets go of the parent's connections; nothing stays open after dispose or on
+a wiped file; what is remembered as existing is only what was found.
 """
 
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -36,24 +41,98 @@ def test_the_instance_of_dagster_yaml_and_of_its_ref_store_in_them(instance: dg.
         assert isinstance(built.schedule_storage, sqlite_storage.SqliteScheduleStorage)
 
 
-def test_a_run_and_its_events_written_and_read_back_leave_no_connection_open(
-        instance: dg.DagsterInstance, dagster_home: Path) -> None:
+_OTHER_PROCESS = """
+import sys
+import dagster as dg
+with dg.DagsterInstance.from_config(sys.argv[1]) as other:
+    assert other.get_run_by_id(sys.argv[2]).status == dg.DagsterRunStatus.SUCCESS
+    assert other.get_latest_materialization_event(dg.AssetKey("answer")).run_id == sys.argv[2]
+    other.add_dynamic_partitions("source_commits", ["from-another-process"])
+    other.report_engine_event("written by another process", other.get_run_by_id(sys.argv[2]))
+"""
+
+
+def _materialize_answer(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     @dg.asset
     def answer() -> int:
         return 42
 
     result = dg.materialize([answer], instance=instance)
     assert result.success
+    return result
+
+
+def test_the_kept_connections_are_the_shared_databases_and_another_process_writes_meanwhile(
+        instance: dg.DagsterInstance, dagster_home: Path) -> None:
+    result = _materialize_answer(instance)
     assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
     assert instance.get_latest_materialization_event(dg.AssetKey("answer")).run_id == result.run_id
     assert instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
-    # The engines are kept, the connections are not: another process may write (and a file be removed).
+    open_names = {Path(p).name for p in _open_databases(dagster_home)}
+    assert {"runs.db", "index.db"} <= open_names
+    assert not any(name.startswith(result.run_id) for name in open_names)  # a run's own database: closed
+
+    # Another process reads what this one wrote and writes while this one holds its connections.
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS, str(dagster_home), result.run_id],
+                   check=True, timeout=120)
+    assert instance.has_dynamic_partition("source_commits", "from-another-process")
+    assert [e.message for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+            if e.message == "written by another process"]
+
+    instance.dispose()
     assert _open_databases(dagster_home) == []
-    # A second instance over the same files (another process would do the same) sees it all.
-    with dg.DagsterInstance.from_config(str(dagster_home)) as other:
-        assert other.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
-        other.add_dynamic_partitions("source_commits", ["abc"])
-    assert instance.has_dynamic_partition("source_commits", "abc")
+
+
+def test_a_watched_run_sees_the_events_another_instance_writes(instance: dg.DagsterInstance,
+                                                               dagster_home: Path) -> None:
+    # The webserver streams a run's log from its watch on the run's database file.
+    run = instance.get_run_by_id(_materialize_answer(instance).run_id)
+    seen: list[str] = []
+    arrived = threading.Event()
+
+    def on_event(entry, _cursor: str) -> None:  # noqa: ANN001  (Dagster's EventLogEntry)
+        seen.append(entry.message)
+        if entry.message == "from the writer":
+            arrived.set()
+
+    latest = instance.event_log_storage.get_records_for_run(run.run_id).cursor
+    instance.watch_event_logs(run.run_id, latest, on_event)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as writer:
+            writer.report_engine_event("from the writer", run)
+            assert arrived.wait(timeout=15), f"the watch saw {seen}"
+    finally:
+        instance.end_watch_event_logs(run.run_id, on_event)
+
+
+def test_a_forked_child_lets_go_of_the_kept_connections(instance: dg.DagsterInstance) -> None:
+    _materialize_answer(instance)
+    engine = instance.run_storage._kept_engine  # noqa: SLF001
+    assert engine.pool.checkedin() == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no connection of the parent's, and its own work as usual
+        try:
+            ok = engine.pool.checkedin() == 0 and len(instance.get_runs()) == 1
+        except BaseException:  # noqa: BLE001
+            ok = False
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert len(instance.get_runs()) == 1 and engine.pool.checkedin() == 1  # the parent's still works
+
+
+def test_a_wiped_event_log_keeps_no_connection_on_a_removed_file(instance: dg.DagsterInstance,
+                                                                dagster_home: Path) -> None:
+    run = instance.get_run_by_id(_materialize_answer(instance).run_id)
+    instance.event_log_storage.wipe()
+    assert not (dagster_home / "history" / "runs" / f"{run.run_id}.db").exists()
+    assert not [p for p in _open_databases(dagster_home) if p.endswith("(deleted)")]
+    instance.report_engine_event("after the wipe", run)
+    assert [e.message for e in instance.all_logs(run.run_id)] == ["after the wipe"]
 
 
 def test_a_table_is_remembered_once_found_and_asked_again_until_then(instance: dg.DagsterInstance) -> None:
