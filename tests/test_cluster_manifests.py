@@ -149,7 +149,12 @@ def test_the_queue_monitoring_and_retries_are_the_development_instances() -> Non
     for key in ("max_concurrent_runs",):
         assert INSTANCE["concurrency"]["runs"][key] == DEV_INSTANCE["concurrency"]["runs"][key]
     assert INSTANCE["concurrency"]["pools"] == DEV_INSTANCE["concurrency"]["pools"]
-    assert INSTANCE["run_coordinator"] == DEV_INSTANCE["run_coordinator"]
+    # The queue is Dagster's, rendered by its chart (whole seconds); in development the pipeline's
+    # RunQueue, the same queue dequeuing every half second (a run pod's start dwarfs that half second).
+    assert INSTANCE["run_coordinator"] == {"module": "dagster", "class": "QueuedRunCoordinator",
+                                           "config": {"dequeue_interval_seconds": 1}}
+    assert DEV_INSTANCE["run_coordinator"] == {"module": "coelho_pipeline.coordinator", "class": "RunQueue",
+                                               "config": {"dequeue_interval_seconds": 0.5}}
     monitoring = dict(INSTANCE["run_monitoring"])
     assert monitoring.pop("max_resume_run_attempts") == 0
     assert monitoring == DEV_INSTANCE["run_monitoring"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as db
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
 
 from coelho_pipeline import sqlite_storage
 from test_instance import dagster_home, instance  # noqa: F401  (the same fixtures)
@@ -157,3 +158,21 @@ def test_the_event_log_keeps_a_bounded_number_of_shard_engines(instance: dg.Dags
     with storage.run_connection("run2"):
         pass
     assert list(storage._shard_engines) == ["run3", "run4", "run2"]  # noqa: SLF001  (least recently used go first)
+
+
+def test_a_stamped_database_is_opened_without_reading_the_migration_scripts(
+        instance: dg.DagsterInstance, dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = instance.get_run_by_id(_materialize_answer(instance).run_id)
+    checks: list[str] = []
+    real_check = sqlite_event_log.check_alembic_revision
+    monkeypatch.setattr(sqlite_event_log, "check_alembic_revision",
+                        lambda config, conn: checks.append(str(conn.engine.url)) or real_check(config, conn))
+    with dg.DagsterInstance.from_config(str(dagster_home)) as other:  # another process would do the same
+        assert [e.message for e in other.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)]
+        assert other.get_latest_materialization_event(dg.AssetKey("answer")).run_id == run.run_id
+        assert checks == []  # the index and the run's database are stamped: nothing to create
+        with other.event_log_storage.run_connection("a-new-run"):
+            pass
+        assert len(checks) == 1 and checks[0].endswith("a-new-run.db")  # a new one is made as by Dagster
+        other.report_engine_event("in a new database", other.get_run_by_id(run.run_id))
+    assert instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
