@@ -174,11 +174,6 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
     def has_table(self, table_name: str) -> bool:
         return self._found(f"table:{table_name}", lambda: super(SqliteEventLogStorage, self).has_table(table_name))
 
-    def wipe(self) -> None:
-        with self._db_lock:  # Dagster's wipe removes the run databases' files: no connection may stay on one
-            self._dispose_engines()
-        super().wipe()
-
     def dispose(self) -> None:
         super().dispose()
         with self._db_lock:

@@ -80,6 +80,8 @@ def test_the_kept_connections_are_the_shared_databases_and_another_process_write
     assert [e.message for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
             if e.message == "written by another process"]
 
+    instance.schedule_storage.all_instigator_state()  # the schedule database too (Dagster's dispose skips it)
+    assert "schedules.db" in {Path(p).name for p in _open_databases(dagster_home)}
     instance.dispose()
     assert _open_databases(dagster_home) == []
 
