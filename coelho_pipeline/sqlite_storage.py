@@ -22,6 +22,7 @@ dagster.yaml names none. Only Dagster, SQLAlchemy and alembic are imported here 
 """
 
 import os
+import sqlite3
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,7 @@ from dagster._core.storage.sqlite_storage import (
 )
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -166,9 +168,12 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         # Dagster's reads the newest revision from its migration scripts (parsing every one, ~45 ms, in
         # each process for each database it first touches: a run's worker twice) only to do nothing when
         # the database is stamped with a revision: so the database is asked first.
-        with engine.connect() as conn:
-            if MigrationContext.configure(conn).get_current_revision():
-                return
+        try:
+            with engine.connect() as conn:
+                if MigrationContext.configure(conn).get_current_revision():
+                    return
+        except (sqlalchemy_exc.DatabaseError, sqlite3.DatabaseError):
+            pass  # e.g. locked by another process creating it: Dagster's own initialization waits and retries
         super()._initdb(engine, for_index_shard=for_index_shard)
 
     def has_table(self, table_name: str) -> bool:

@@ -48,3 +48,46 @@ def test_an_interval_below_half_a_second_is_refused_naming_the_setting(dagster_h
     with pytest.raises(ValueError, match=r"dagster.yaml: run_coordinator.config.dequeue_interval_seconds is 0"):
         with dg.DagsterInstance.from_config(str(dagster_home)) as loaded:
             loaded.run_coordinator  # noqa: B018  (built on first use)
+
+
+def test_the_interval_may_come_from_an_environment_variable(dagster_home: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_interval(dagster_home, {"env": "MY_DEQUEUE_SECONDS"})
+    monkeypatch.setenv("MY_DEQUEUE_SECONDS", "0.75")
+    with dg.DagsterInstance.from_config(str(dagster_home)) as loaded:
+        assert loaded.run_coordinator.dequeue_interval_seconds == 0.75
+
+
+@pytest.mark.parametrize(("value", "said"), [(None, "MY_DEQUEUE_SECONDS is not set"),
+                                             ("half-a-second", "MY_DEQUEUE_SECONDS is not a number of seconds")])
+def test_an_unusable_environment_variable_is_named_and_its_value_not_repeated(
+        dagster_home: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, said: str) -> None:
+    _with_interval(dagster_home, {"env": "MY_DEQUEUE_SECONDS"})
+    if value is None:
+        monkeypatch.delenv("MY_DEQUEUE_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("MY_DEQUEUE_SECONDS", value)
+    with pytest.raises(ValueError, match=r"run_coordinator.config.dequeue_interval_seconds") as raised:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as loaded:
+            loaded.run_coordinator  # noqa: B018
+    assert said in str(raised.value) and "half-a-second" not in str(raised.value)
+
+
+def test_queue_limits_set_both_here_and_under_concurrency_are_refused_as_dagster_refuses_them(
+        dagster_home: Path) -> None:
+    # dagster.yaml has `concurrency: runs:`; Dagster lets that section win silently over the coordinator's
+    # own limits unless the class is its QueuedRunCoordinator by name, so RunQueue refuses them itself.
+    path = dagster_home / "dagster.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["run_coordinator"]["config"]["max_concurrent_runs"] = 10
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(dg.DagsterInvalidConfigError, match=r"run_coordinator.config sets max_concurrent_runs"):
+        with dg.DagsterInstance.from_config(str(dagster_home)) as loaded:
+            loaded.run_coordinator  # noqa: B018
+    # Dagster's own coordinator is refused the same way: the behaviour RunQueue keeps.
+    config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
+                                 "config": {"max_concurrent_runs": 10}}
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(dg.DagsterInvalidConfigError, match=r"max_concurrent_runs"):
+        with dg.DagsterInstance.from_config(str(dagster_home)) as loaded:
+            loaded.run_coordinator  # noqa: B018

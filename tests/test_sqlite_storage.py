@@ -8,6 +8,7 @@ a wiped file; what is remembered as existing is only what was found.
 """
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -178,3 +179,24 @@ def test_a_stamped_database_is_opened_without_reading_the_migration_scripts(
         assert len(checks) == 1 and checks[0].endswith("a-new-run.db")  # a new one is made as by Dagster
         other.report_engine_event("in a new database", other.get_run_by_id(run.run_id))
     assert instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+
+
+def test_a_database_another_process_holds_locked_while_creating_it_is_waited_for(
+        instance: dg.DagsterInstance, dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stamp is read before Dagster's initialization, which retries while another process creates
+    # the database; a locked database is left to that retry instead of failing the first read.
+    monkeypatch.setattr(sqlite_event_log, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
+    storage = instance.event_log_storage
+    path = Path(storage.path_for_shard("being-created"))
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # as a process between its CREATE TABLEs and its stamp
+    release = threading.Timer(1.5, holder.rollback)
+    release.start()
+    try:
+        with storage.run_connection("being-created") as conn:
+            conn.execute(db.text("SELECT 1"))
+    finally:
+        release.join()
+        holder.close()
+    with db.create_engine(f"sqlite:///{path}").connect() as conn:
+        assert conn.execute(db.text("SELECT version_num FROM alembic_version")).scalar()
