@@ -40,9 +40,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import math
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -367,31 +369,14 @@ def idle(session: DaemonSession, stack: Stack, seconds: float, *, label: str = "
     time.sleep(2)  # let the last run's worker exit
     log(f"{session.name}: P6 idle window of {seconds:.0f} s")
     assert session.service is not None
-    t0 = time.time()
-    before = ds.tree_cpu_by_process(session.service.pid)
     side0, _ = ds.tree_cpu_seconds(stack.service_pids())
     database0, _ = ds.tree_cpu_seconds([database_pid] if database_pid else [])
-    # Sampled each second: a run worker (a scheduled drift check) ends inside the window and its CPU
-    # lands in the code server's cutime; the last sample of it says roughly how much it was.
-    workers: dict[int, float] = {}
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
-        for pid, (role, cpu) in ds.tree_cpu_by_process(session.service.pid).items():
-            if role == "run worker":
-                workers[pid] = cpu - before.get(pid, (role, 0.0))[1]
-    after = ds.tree_cpu_by_process(session.service.pid)
+    window = ds.TreeCpuWindow.measure(session.service.pid, seconds)
     side1, _ = ds.tree_cpu_seconds(stack.service_pids())
     database1, _ = ds.tree_cpu_seconds([database_pid] if database_pid else [])
-    t1 = time.time()
-    wall = t1 - t0
-    procs0, procs1 = len(before), len(after)
-    # A process that ended in the window was reaped by its parent, whose cutime now holds its CPU.
-    used = sum(c for _, c in after.values()) - sum(c for _, c in before.values())
-    by_role: dict[str, float] = {}
-    for pid, (role, cpu) in after.items():
-        by_role[role] = by_role.get(role, 0.0) + cpu - before.get(pid, (role, 0.0))[1]
-    roles = ", ".join(f"{role} {cpu:.2f}" for role, cpu in sorted(by_role.items(), key=lambda x: -x[1]))
+    t0, t1, wall, used, roles = window.t0, window.t1, window.wall, window.used, window.roles()
+    procs0, procs1 = window.processes
+    workers = window.workers
     in_workers = sum(workers.values())
     ticks = session.ticks(after=t0, before=t1)
     runs = [r for r in session.inst.get_run_records() if t0 <= ds._timestamp(r.create_timestamp) <= t1]
@@ -413,6 +398,48 @@ def idle(session: DaemonSession, stack: Stack, seconds: float, *, label: str = "
                f"{wall:.0f} s window, sensor interval {interval if interval is not None else '?'} s"
                + (f", one tick every {wall / len(ticks):.1f} s" if ticks else "")),
     ]
+
+
+# The floor is measured after a pause, as P6 is: the daemon's threads and first loops have started.
+FLOOR_SETTLE_SECONDS = 20.0
+
+
+def idle_floor(stack: Stack, seconds: float, pipeline: Figure | None) -> list[Figure]:
+    """P6's floor: the same ``dagster dev`` and dagster.yaml with a code location that defines nothing
+    (benchmarks/empty_location.py), over a window as long as P6's; and what the pipeline adds to it."""
+    workdir = stack.tmp / "floor"
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(ds.REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    (workdir / "workspace.yaml").write_text(
+        "load_from:\n"
+        f"  - python_file: {{relative_path: {json.dumps(str(Path(__file__).with_name('empty_location.py')))}, "
+        "location_name: empty}\n")
+    port, log_path = services.free_port(), workdir / "dagster.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COELHO_", "DAGSTER_"))}
+    log(f"floor: starting dagster dev on 127.0.0.1:{port} with an empty code location")
+    service = services.start_dagster_dev(project_dir=workdir, env={**env, "DAGSTER_HOME": str(home)}, port=port,
+                                         log_path=log_path)
+    try:
+        ds.wait_location_loaded(port, "floor", log_path)
+        time.sleep(FLOOR_SETTLE_SECONDS)
+        log(f"floor: idle window of {seconds:.0f} s")
+        window = ds.TreeCpuWindow.measure(service.pid, seconds)
+    finally:
+        service.stop(timeout=30)
+    log(f"floor: idle {window.used:.2f} CPU s over {window.wall:.1f} s ({window.percent:.2f} % of a core); "
+        f"by process: {window.roles()}")
+    figures = [Figure("P6", "floor: idle CPU of the same dagster dev and dagster.yaml with an empty code location, "
+                            "% of one core", window.percent, "%", None, "",
+                      f"{window.used:.2f} CPU s over {window.wall:.0f} s: {window.roles()} "
+                      f"({window.processes[0]}->{window.processes[1]} processes); Dagster's own idle cost (no "
+                      "sensor, schedule or job), measured after the pipeline's window")]
+    if pipeline is not None and not math.isnan(pipeline.value):
+        figures.append(Figure("P6", "idle CPU the pipeline adds to the floor, % of one core",
+                              pipeline.value - window.percent, "%", None, "",
+                              f"{pipeline.value:.2f} % (P6) - {window.percent:.2f} % (floor): its sensor ticks, "
+                              "schedules, a larger code location, the runs in P6's window"))
+    return figures
 
 
 def burst(session: DaemonSession, stack: Stack, pushes: int, seconds: float) -> list[Figure]:
@@ -584,6 +611,15 @@ def _run(opts: Options) -> list[Figure]:
                                           ("P6", "idle CPU, % of one core", "%"), ("P5", "burst", "")):
                     if part in opts.parts and not any(f.id == part for f in figures):
                         figures.append(failed(part, label, unit, e))
+
+        # -- P6's floor: Dagster alone, after the trivial session has stopped ---------------------------------
+        if "P6" in opts.parts:
+            pipeline_idle = next((f for f in figures if f.id == "P6" and f.unit == "%"), None)
+            try:
+                figures += idle_floor(stack, opts.idle_seconds, pipeline_idle)
+            except Exception as e:  # noqa: BLE001
+                log(f"floor: {type(e).__name__}: {e}")
+                figures.append(failed("P6", "floor: idle CPU with an empty code location, % of one core", "%", e))
 
         # -- real FastAPI image: P1 ---------------------------------------------------------------------
         if "P1-real" in opts.parts:

@@ -238,6 +238,57 @@ def tree_cpu_seconds(roots: Iterable[int]) -> tuple[float, int]:
     return total, count
 
 
+@dataclass(frozen=True)
+class TreeCpuWindow:
+    """The CPU a process tree used over a window of wall time, by process role."""
+
+    t0: float
+    t1: float
+    before: dict[int, tuple[str, float]]
+    after: dict[int, tuple[str, float]]
+    # pid -> CPU seconds of each run worker seen in the window, at its last sample.
+    workers: dict[int, float]
+
+    @classmethod
+    def measure(cls, root: int, seconds: float) -> TreeCpuWindow:
+        t0 = time.time()
+        before = tree_cpu_by_process(root)
+        # Sampled each second: a run worker (a scheduled drift check) ends inside the window and its CPU
+        # lands in the code server's cutime; the last sample of it says roughly how much it was.
+        workers: dict[int, float] = {}
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            for pid, (role, cpu) in tree_cpu_by_process(root).items():
+                if role == "run worker":
+                    workers[pid] = cpu - before.get(pid, (role, 0.0))[1]
+        return cls(t0=t0, t1=time.time(), before=before, after=tree_cpu_by_process(root), workers=workers)
+
+    @property
+    def wall(self) -> float:
+        return self.t1 - self.t0
+
+    @property
+    def used(self) -> float:
+        # A process that ended in the window was reaped by its parent, whose cutime now holds its CPU.
+        return sum(c for _, c in self.after.values()) - sum(c for _, c in self.before.values())
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.used / self.wall
+
+    @property
+    def processes(self) -> tuple[int, int]:
+        return len(self.before), len(self.after)
+
+    def roles(self) -> str:
+        """``role CPU-seconds, ...``, the most first."""
+        by_role: dict[str, float] = {}
+        for pid, (role, cpu) in self.after.items():
+            by_role[role] = by_role.get(role, 0.0) + cpu - self.before.get(pid, (role, 0.0))[1]
+        return ", ".join(f"{role} {cpu:.2f}" for role, cpu in sorted(by_role.items(), key=lambda x: -x[1]))
+
+
 # -- one dagster dev ----------------------------------------------------------------------------
 
 @dataclass
@@ -313,6 +364,45 @@ def _timestamp(value: Any) -> float:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     return float(value)
+
+
+def graphql(port: int, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The answer of the Dagster webserver on 127.0.0.1:``port`` to ``query``."""
+    answer = requests.post(f"http://127.0.0.1:{port}/graphql",
+                           json={"query": query, "variables": dict(variables or {})}, timeout=60).json()
+    if answer.get("errors"):
+        raise BenchError(f"GraphQL: {answer['errors']}")
+    return answer["data"]
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no {path.name})"
+
+
+def wait_location_loaded(port: int, name: str, log_path: Path, timeout: float = 180) -> None:
+    """Until the webserver on ``port`` has loaded its code location; a load error is raised."""
+    query = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+                 locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            entries = graphql(port, query)["workspaceOrError"].get("locationEntries") or []
+        except (requests.RequestException, BenchError, ValueError):
+            entries = []
+        for entry in entries:
+            if entry["loadStatus"] == "LOADED":
+                error = entry.get("locationOrLoadError") or {}
+                if error.get("__typename") == "PythonError":
+                    raise BenchError(f"{name}: the code location {entry['name']} did not load: "
+                                     f"{error.get('message', '').strip()}")
+                if error.get("__typename") == "RepositoryLocation":
+                    return
+        time.sleep(0.5)
+    raise BenchError(f"{name}: the code location did not load in {timeout:.0f} s; see {log_path}:\n"
+                     f"{log_tail(log_path)}")
 
 
 class DaemonSession:
@@ -405,40 +495,15 @@ class DaemonSession:
             self.double = None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join((self.dir / "dagster.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no dagster.log)"
+        return log_tail(self.dir / "dagster.log", lines)
 
     # -- GraphQL ---------------------------------------------------------------------------
 
     def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        answer = requests.post(f"http://127.0.0.1:{self.port}/graphql",
-                               json={"query": query, "variables": dict(variables or {})}, timeout=60).json()
-        if answer.get("errors"):
-            raise BenchError(f"GraphQL: {answer['errors']}")
-        return answer["data"]
+        return graphql(self.port, query, variables)
 
-    def _wait_location_loaded(self, timeout: float = 180) -> None:
-        query = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
-                     locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                entries = self.graphql(query)["workspaceOrError"].get("locationEntries") or []
-            except (requests.RequestException, BenchError, ValueError):
-                entries = []
-            for entry in entries:
-                if entry["loadStatus"] == "LOADED":
-                    error = entry.get("locationOrLoadError") or {}
-                    if error.get("__typename") == "PythonError":
-                        raise BenchError(f"{self.name}: the code location {entry['name']} did not load: "
-                                         f"{error.get('message', '').strip()}")
-                    if error.get("__typename") == "RepositoryLocation":
-                        return
-            time.sleep(0.5)
-        raise BenchError(f"{self.name}: the code location did not load in {timeout:.0f} s; see "
-                         f"{self.dir / 'dagster.log'}:\n{self.log_tail()}")
+    def _wait_location_loaded(self) -> None:
+        wait_location_loaded(self.port, self.name, self.dir / "dagster.log")
 
     def sensor_interval(self) -> int | None:
         """minimum_interval_seconds of the push sensor as the webserver reports it."""
