@@ -432,8 +432,8 @@ def idle_floor(stack: Stack, seconds: float, pipeline: Figure | None) -> list[Fi
     figures = [Figure("P6", "floor: idle CPU of the same dagster dev and dagster.yaml with an empty code location, "
                             "% of one core", window.percent, "%", None, "",
                       f"{window.used:.2f} CPU s over {window.wall:.0f} s: {window.roles()} "
-                      f"({window.processes[0]}->{window.processes[1]} processes); Dagster's own idle cost (no "
-                      "sensor, schedule or job), measured after the pipeline's window")]
+                      f"({window.processes[0]}->{window.processes[1]} processes); Dagster's idle cost with this "
+                      "dagster.yaml (no sensor, schedule or job), measured after the pipeline's window")]
     if pipeline is not None and not math.isnan(pipeline.value):
         figures.append(Figure("P6", "idle CPU the pipeline adds to the floor, % of one core",
                               pipeline.value - window.percent, "%", None, "",
