@@ -182,7 +182,7 @@ def test_a_stamped_database_is_opened_without_reading_the_migration_scripts(
 
 
 def test_a_database_another_process_holds_locked_while_creating_it_is_waited_for(
-        instance: dg.DagsterInstance, dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
     # The stamp is read before Dagster's initialization, which retries while another process creates
     # the database; a locked database is left to that retry instead of failing the first read.
     monkeypatch.setattr(sqlite_event_log, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
@@ -198,5 +198,9 @@ def test_a_database_another_process_holds_locked_while_creating_it_is_waited_for
     finally:
         release.join()
         holder.close()
-    with db.create_engine(f"sqlite:///{path}").connect() as conn:
-        assert conn.execute(db.text("SELECT version_num FROM alembic_version")).scalar()
+    reader = db.create_engine(f"sqlite:///{path}")
+    try:
+        with reader.connect() as conn:
+            assert conn.execute(db.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        reader.dispose()
