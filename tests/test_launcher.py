@@ -45,7 +45,7 @@ LOCATION = "probe"
 DEAD_WORKER_BOUND_SECONDS = 10
 
 PROBE = '''
-import json, os, sys, time
+import gc, json, os, sys, time
 from pathlib import Path
 import dagster as dg
 
@@ -55,7 +55,7 @@ VERSION = "{version}"
 def probe(context) -> None:
     out = Path(os.environ["PROBE_DIR"])
     record = {{"version": VERSION, "pid": os.getpid(), "ppid": os.getppid(),
-               "preloaded": "kubernetes.client" in sys.modules}}
+               "preloaded": "kubernetes.client" in sys.modules, "frozen": gc.get_freeze_count()}}
     (out / f"{{context.run_id}}.started").write_text(json.dumps(record))
     while (out / "HOLD").exists():
         time.sleep(0.1)
@@ -165,6 +165,8 @@ def test_runs_are_forked_from_the_warm_process_and_a_reload_runs_the_new_code(pr
     # job imports; this worker was forked from the fork server, which had imported the Kubernetes
     # client (the probe never imports it) and is itself started by the daemon.
     assert record["preloaded"], record
+    # What it inherited is left out of the collector's full passes (gc.freeze): each would walk it all.
+    assert record["frozen"] > 10_000, record
     forkserver = record["ppid"]
     assert "multiprocessing.forkserver" in _cmdline(forkserver), _cmdline(forkserver)
     assert "dagster._daemon" in _cmdline(_parent(forkserver)), _cmdline(_parent(forkserver))
