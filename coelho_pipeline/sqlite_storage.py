@@ -6,10 +6,11 @@ engine costs its dialect's first-connect setup and an empty compiled-statement c
 a database's last connection checkpoints its write-ahead log into the file and deletes it. Kept
 here: one engine per database, and for the run and schedule databases and the event log's index
 one open connection too (more while threads ask at once; closed on dispose). A run's own event
-database is the exception: its connection is closed after each call, as Dagster does, because the
-webserver learns of a run's new events from changes to that file (its watchdog), which only the
-checkpoint at close makes. Other processes keep reading and writing the same files (sqlite's
-write-ahead log is made for it). Measured: keeping the engines took ~0.55 s off ~2.7 s of overhead
+database keeps its connection as well, but every call that wrote to it ends with a checkpoint: the
+webserver learns of a run's new events from changes to that file (its watchdog), and a write only
+reaches the file, out of the write-ahead log, at a checkpoint (Dagster's closing the connection
+after every call made one, and reopened it for the next: ~2 ms more per event, a run writes ~60).
+Other processes keep reading and writing the same files (sqlite's write-ahead log is made for it). Measured: keeping the engines took ~0.55 s off ~2.7 s of overhead
 of one delivery in process (benchmarks/bench_delivery.py); keeping the connections took the
 daemon's idle CPU from 4.14 to 2.90 CPU s over 120 s (its sensor and queue loops read these
 databases many times a second; benchmarks/run_all.py --only P6). Also remembered: that a table
@@ -44,11 +45,12 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool, QueuePool
+from sqlalchemy.pool import QueuePool
 
-# Engines the event log keeps: one per shard (the index, one database per run); the least recently
-# used beyond this many are let go, so a long-lived webserver does not keep one for every run ever made.
-KEPT_SHARD_ENGINES = 64
+# Engines the event log keeps, each with its open connection (three files: the database, its write-ahead
+# log and shared memory): one per shard (the index, one database per run); the least recently used beyond
+# this many are let go, so a long-lived webserver does not keep one for every run ever made.
+KEPT_SHARD_ENGINES = 32
 
 
 # Every engine that keeps a connection: a forked child lets go of them without closing the parent's.
@@ -142,10 +144,7 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         if engine is None:
             conn_string = self.conn_string_for_shard(shard)
             timeout = {"timeout": sqlite_event_log.SQLITE_BUSY_TIMEOUT_SECONDS}
-            if shard == sqlite_event_log.INDEX_SHARD_NAME:
-                engine = keeping_engine(conn_string, **timeout)
-            else:  # a run's database: its file must change at every write (see the module's docstring)
-                engine = create_engine(conn_string, poolclass=NullPool, connect_args=timeout)
+            engine = keeping_engine(conn_string, **timeout)
             self._shard_engines[shard] = engine
             if len(self._shard_engines) > KEPT_SHARD_ENGINES:
                 self._shard_engines.popitem(last=False)[1].dispose()
@@ -161,8 +160,16 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
-            with engine.connect() as conn, conn.begin():
-                yield conn
+            with engine.connect() as conn:
+                driver = conn.connection.dbapi_connection
+                changes = driver.total_changes
+                with conn.begin():
+                    yield conn
+                if shard != sqlite_event_log.INDEX_SHARD_NAME and driver.total_changes != changes:
+                    # The run's file must change at every write (see the module's docstring). PASSIVE:
+                    # a reader in the middle of a query is not waited for; the next write's checkpoint
+                    # or the last connection's close takes what it skipped.
+                    driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         # Dagster's reads the newest revision from its migration scripts (parsing every one, ~45 ms, in
@@ -178,6 +185,12 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
 
     def has_table(self, table_name: str) -> bool:
         return self._found(f"table:{table_name}", lambda: super(SqliteEventLogStorage, self).has_table(table_name))
+
+    def wipe(self) -> None:
+        # Dagster's deletes every run's files: a connection kept to one would go on writing to the deleted file.
+        with self._db_lock:
+            self._dispose_engines()
+        super().wipe()
 
     def dispose(self) -> None:
         super().dispose()

@@ -1,8 +1,8 @@
 """coelho_pipeline/sqlite_storage.py: Dagster's sqlite storages keeping their engines, on real sqlite.
 
 They are what dagster.yaml's instance stores in (it names no storage), in every process that builds it
-from the ref; the run, schedule and index databases keep a connection open, a run's own database does
-not (the webserver watches its file for new events); another process reads and writes the same files
+from the ref; the run, schedule and index databases and a run's own keep a connection open, and every
+write to a run's database reaches its file (the webserver watches it for new events); another process reads and writes the same files
 meanwhile; a forked child lets go of the parent's connections; nothing stays open after dispose or on
 a wiped file; what is remembered as existing is only what was found.
 """
@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -54,6 +55,13 @@ with dg.DagsterInstance.from_config(sys.argv[1]) as other:
 """
 
 
+def _events_in_file(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The event types in a run's database file alone, as if its write-ahead log did not exist."""
+    path = instance.event_log_storage.path_for_shard(run_id)
+    with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
+        return [row[0] for row in conn.execute("SELECT dagster_event_type FROM event_logs ORDER BY id")]
+
+
 def _materialize_answer(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     @dg.asset
     def answer() -> int:
@@ -72,7 +80,10 @@ def test_the_kept_connections_are_the_shared_databases_and_another_process_write
     assert instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
     open_names = {Path(p).name for p in _open_databases(dagster_home)}
     assert {"runs.db", "index.db"} <= open_names
-    assert not any(name.startswith(result.run_id) for name in open_names)  # a run's own database: closed
+    assert any(name.startswith(result.run_id) for name in open_names)  # a run's own database: kept too
+    # ... and every write checkpointed into the file itself, where the webserver's watch sees it: read with
+    # the write-ahead log ignored, the file holds the run's last event.
+    assert _events_in_file(instance, result.run_id)[-1] == dg.DagsterEventType.RUN_SUCCESS.value
 
     # Another process reads what this one wrote and writes while this one holds its connections.
     subprocess.run([sys.executable, "-c", _OTHER_PROCESS, str(dagster_home), result.run_id],
