@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -97,6 +98,24 @@ class ValuesEdit:
     writes: tuple[ValueWrite, ...]  # the desired writes, re-applied to whatever tip the push lands on
     changes: tuple[tuple[str, str | None, str], ...]  # (key path, old, new) actually changed at base_sha
     notes: tuple[str, ...]  # writes left out and why (e.g. a newer delivery's tag is kept)
+    verified: VerifiedValues | None = None  # set when the text at base_sha passed both checks
+
+
+@dataclass(frozen=True)
+class VerifiedValues:
+    """A values.yaml text that passed both checks (its images exist, the chart renders with it) on ``tip``,
+    in the run ``run_id``: the same text on the same tip need not be checked again in that run."""
+
+    run_id: str
+    tip: str
+    digest: str  # sha256 of the text
+
+    @staticmethod
+    def of(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def covers(self, tip: str, text: str) -> bool:
+        return tip == self.tip and self.of(text) == self.digest
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from coelho_pipeline.catalog import App
 from coelho_pipeline.delivery.plan import desired_writes
 from coelho_pipeline.delivery.publish import PushPolicy, Publication, delivery, ensure_on_branch, prepare, publish
 from coelho_pipeline.delivery.verify import verify
-from coelho_pipeline.domain import ImageRef, ManifestCommit, SourceCommit, ValuesEdit
+from coelho_pipeline.domain import ImageRef, ManifestCommit, SourceCommit, ValuesEdit, VerifiedValues
 from coelho_pipeline.errors import RETRY_POLICY, failure
 from coelho_pipeline.hold import refuse_if_held
 from coelho_pipeline.partitions import source_commits
@@ -75,6 +75,7 @@ def _helm_values(context: dg.AssetExecutionContext, source_commit: SourceCommit,
     edit = ValuesEdit(
         path=target.values_path, base_sha=tip, writes=writes,
         changes=tuple((c.path, c.old, c.new) for c in applied.changes), notes=applied.notes,
+        verified=VerifiedValues(context.run_id, tip, VerifiedValues.of(applied.text)) if checked.ok else None,
     )
     yield dg.Output(edit, metadata={
         "path": target.values_path,
@@ -122,17 +123,22 @@ def build_manifest_commit(target: Target) -> dg.AssetsDefinition:
         refuse_if_held(context.instance, target, source_commit.sha)
         publication = delivery(source_commit.sha, helm_values.writes, promoted_from=target.promote_from or "",
                                environment=target.environment.name)
-        return _manifest_commit(context, publication, res.git, res.registry, res.target)
+        # Checked by helm_values in this very run (a step run alone, or a retry in another run, checks again).
+        verified = helm_values.verified if helm_values.verified and helm_values.verified.run_id == context.run_id \
+            else None
+        return _manifest_commit(context, publication, res.git, res.registry, res.target, verified)
 
     return manifest_commit
 
 
 def _manifest_commit(context: dg.AssetExecutionContext, publication: Publication, git: GitResource,
-                     registry: RegistryResource, target: DeliveryTargetResource) -> dg.Output[ManifestCommit]:
+                     registry: RegistryResource, target: DeliveryTargetResource,
+                     verified: VerifiedValues | None) -> dg.Output[ManifestCommit]:
     try:
         commit = publish(git.remote(), publication, target=target,
                          registry=registry.registry(), log=context.log.info,
-                         policy=PushPolicy(target.push_attempts, tuple(target.push_backoff_seconds)))
+                         policy=PushPolicy(target.push_attempts, tuple(target.push_backoff_seconds)),
+                         verified=verified)
     except Exception as e:  # noqa: BLE001 - classified once, in errors.failure
         raise failure(e) from e
     return dg.Output(commit, metadata={

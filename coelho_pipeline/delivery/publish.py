@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from coelho_pipeline.delivery.plan import AppliedWrites, apply_writes, is_full_sha
 from coelho_pipeline.delivery.values_file import read_values
 from coelho_pipeline.delivery.verify import verify
-from coelho_pipeline.domain import ManifestCommit, ValueWrite
+from coelho_pipeline.domain import ManifestCommit, ValueWrite, VerifiedValues
 from coelho_pipeline.errors import PipelineError
 from coelho_pipeline.resources.git import VALUES_FILE_TRAILER, GitRemote, PushRejected
 from coelho_pipeline.resources.images import Registry
@@ -93,8 +93,13 @@ def prepare(remote: GitRemote, tip: str, *, source_sha: str, writes: Sequence[Va
 
 
 def publish(remote: GitRemote, publication: Publication, *, target: DeliveryTargetResource, registry: Registry,
-            log: Callable[[str], None], policy: PushPolicy = PushPolicy()) -> ManifestCommit:
-    """Publishes the writes as one commit on the branch, or finds why none is needed."""
+            log: Callable[[str], None], policy: PushPolicy = PushPolicy(),
+            verified: VerifiedValues | None = None) -> ManifestCommit:
+    """Publishes the writes as one commit on the branch, or finds why none is needed.
+
+    ``verified``: what this run has already checked; the text about to be pushed is checked again
+    unless it is that very text on that very tip.
+    """
     source_sha, writes = publication.source_sha, publication.writes
     for attempt in range(1, policy.attempts + 1):
         tip = remote.fetch()
@@ -113,8 +118,11 @@ def publish(remote: GitRemote, publication: Publication, *, target: DeliveryTarg
                                                                          target)
             return ManifestCommit(holding, False, source_sha, attempt, _nothing_to_do(applied, tip),
                                   branch_head=tip)
-        verify(remote, tip, applied.text, target, registry, apps=applied.changed_apps).raise_if_failed(
-            where=f"the values for {source_sha[:12]} on {remote.branch} at {tip[:12]} failed verification")
+        if verified is not None and verified.covers(tip, applied.text):
+            log(f"values.yaml at {tip[:12]}: the text checked earlier in this run, not checked again")
+        else:
+            verify(remote, tip, applied.text, target, registry, apps=applied.changed_apps).raise_if_failed(
+                where=f"the values for {source_sha[:12]} on {remote.branch} at {tip[:12]} failed verification")
         changes = tuple((c.path, c.old, c.new) for c in applied.changes)
         new_sha = remote.commit_file(base_sha=tip, path=target.values_path, text=applied.text,
                                      message=publication.message(changes, values_file=remote.values_file))

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from coelho_pipeline.dev import services
+from coelho_pipeline.domain import VerifiedValues
 from pipeline_harness import APPS, Pipeline, make_source_repo, materializations, settings_for
 
 pytestmark = pytest.mark.docker
@@ -128,6 +129,27 @@ def test_manifest_commit_alone_refuses_a_tag_whose_image_is_gone(pipeline: Pipel
     message = failure_message(result, "manifest_commit")
     assert f"coelho/fastapi:{change} does not exist in the registry" in message and "nothing committed" in message
     assert pipeline.repo.head() == change
+
+
+def test_a_whole_delivery_checks_its_values_once(pipeline: Pipeline) -> None:
+    """helm_values' checks passed on the tip manifest_commit pushes onto, in the same run: the same text is
+    not rendered and looked up again (a step run alone, as above, checks again)."""
+    assert pipeline.deliver(pipeline.repo.head()).success
+    change = pipeline.repo.push({"apps/fastapi/main.py": "print('v2')\n"}, "FastAPI: v2")
+
+    result = pipeline.deliver(change)
+
+    assert result.success and materializations(result)["manifest_commit"]["created"]
+    logged = [e.user_message for e in pipeline.instance.all_logs(result.run_id) if e.step_key == "manifest_commit"]
+    assert any("the text checked earlier in this run, not checked again" in m for m in logged), logged
+
+
+def test_verified_values_cover_only_the_same_text_on_the_same_tip() -> None:
+    text = "fastapi:\n  image:\n    tag: abc\n"
+    verified = VerifiedValues("run-1", "tip-1", VerifiedValues.of(text))
+    assert verified.covers("tip-1", text)
+    assert not verified.covers("tip-2", text)  # the branch moved: the push lands elsewhere, checked again
+    assert not verified.covers("tip-1", text.replace("abc", "abd"))
 
 
 def test_manifest_commit_alone_refuses_values_the_chart_does_not_render_with(pipeline: Pipeline) -> None:
