@@ -27,7 +27,7 @@ import sqlite3
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -130,6 +130,7 @@ class SqliteScheduleStorage(_KeptEngine, sqlite_schedule_storage.SqliteScheduleS
 class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._shard_engines: OrderedDict[str, Engine] = OrderedDict()
+        self._behind: set[str] = set()  # run databases whose last write a reader kept out of the file
         self._found = _Found()
         super().__init__(base_dir, inst_data)
 
@@ -147,7 +148,7 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
             engine = keeping_engine(conn_string, **timeout)
             self._shard_engines[shard] = engine
             if len(self._shard_engines) > KEPT_SHARD_ENGINES:
-                self._shard_engines.popitem(last=False)[1].dispose()
+                self._let_go(*self._shard_engines.popitem(last=False))
         else:
             self._shard_engines.move_to_end(shard)
         return engine
@@ -166,10 +167,11 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
                 with conn.begin():
                     yield conn
                 if shard != sqlite_event_log.INDEX_SHARD_NAME and driver.total_changes != changes:
-                    # The run's file must change at every write (see the module's docstring). PASSIVE:
-                    # a reader in the middle of a query is not waited for; the next write's checkpoint
-                    # or the last connection's close takes what it skipped.
-                    driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    # The run's file must change at every write (see the module's docstring). PASSIVE: a
+                    # reader in the middle of a query is not waited for; what it held back goes in with
+                    # the next write, or when this storage lets the database go (_let_go).
+                    _, logged, moved = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    (self._behind.add if moved < logged else self._behind.discard)(shard)
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         # Dagster's reads the newest revision from its migration scripts (parsing every one, ~45 ms, in
@@ -199,7 +201,16 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
 
     def _dispose_engines(self) -> None:
         while self._shard_engines:
-            self._shard_engines.popitem()[1].dispose()
+            self._let_go(*self._shard_engines.popitem())
+
+    def _let_go(self, shard: str, engine: Engine) -> None:
+        if shard in self._behind:  # e.g. a run's last event: no later write will bring it into the file
+            self._behind.discard(shard)
+            # FULL waits for the reader (sqlite's busy timeout) rather than skip what it holds; the
+            # events are safe in the write-ahead log either way, only the watch would not see them.
+            with suppress(sqlalchemy_exc.DBAPIError, sqlite3.Error), engine.connect() as conn:
+                conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(FULL)")
+        engine.dispose()
 
     def has_secondary_index(self, name: str) -> bool:
         return self._found(f"index:{name}", lambda: super(SqliteEventLogStorage, self).has_secondary_index(name))

@@ -57,9 +57,13 @@ with dg.DagsterInstance.from_config(sys.argv[1]) as other:
 
 def _events_in_file(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """The event types in a run's database file alone, as if its write-ahead log did not exist."""
+    return [kind for kind, _ in _rows_in_file(instance, run_id)]
+
+
+def _rows_in_file(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
     path = instance.event_log_storage.path_for_shard(run_id)
     with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
-        return [row[0] for row in conn.execute("SELECT dagster_event_type FROM event_logs ORDER BY id")]
+        return list(conn.execute("SELECT dagster_event_type, event FROM event_logs ORDER BY id"))
 
 
 def _materialize_answer(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -148,6 +152,22 @@ def test_a_wiped_event_log_keeps_no_connection_on_a_removed_file(instance: dg.Da
     assert not [p for p in _open_databases(dagster_home) if p.endswith("(deleted)")]
     instance.report_engine_event("after the wipe", run)
     assert [e.message for e in instance.all_logs(run.run_id)] == ["after the wipe"]
+
+
+def test_a_write_a_reader_held_back_reaches_the_file_when_the_storage_lets_go(instance: dg.DagsterInstance) -> None:
+    # The webserver keeps its own connection to the run's database and may be mid-read when the run
+    # writes its last event: that event must still reach the file, which the webserver's watch sees.
+    run = instance.get_run_by_id(_materialize_answer(instance).run_id)
+    path = instance.event_log_storage.path_for_shard(run.run_id)
+    with closing(sqlite3.connect(path)) as webserver, closing(sqlite3.connect(path)) as reading:
+        webserver.execute("SELECT count(*) FROM event_logs").fetchone()  # open, idle, as a kept one is
+        reading.execute("BEGIN")
+        reading.execute("SELECT count(*) FROM event_logs").fetchone()  # a read in progress at this moment
+        instance.report_engine_event("the last event", run)
+        assert "the last event" not in _rows_in_file(instance, run.run_id)[-1][1]  # held back by the read
+        reading.rollback()
+        instance.dispose()  # the run's worker exits; the webserver's connection stays
+        assert "the last event" in _rows_in_file(instance, run.run_id)[-1][1]
 
 
 def test_a_table_is_remembered_once_found_and_asked_again_until_then(instance: dg.DagsterInstance) -> None:
