@@ -104,7 +104,7 @@ class ValuesEdit:
 @dataclass(frozen=True)
 class VerifiedValues:
     """A values.yaml text that passed both checks (its images exist, the chart renders with it) on ``tip``,
-    in the run ``run_id``: the same text on the same tip need not be checked again in that run."""
+    in the run ``run_id``: the same text on the same tip need not be rendered again in that run."""
 
     run_id: str
     tip: str

@@ -10,8 +10,10 @@ database keeps its connection as well, but every call that wrote to it ends with
 webserver learns of a run's new events from changes to that file (its watchdog), and a write only
 reaches the file, out of the write-ahead log, at a checkpoint (Dagster's closing the connection
 after every call made one, and reopened it for the next: ~2 ms more per event, a run writes ~60).
-Other processes keep reading and writing the same files (sqlite's write-ahead log is made for it). Measured: keeping the engines took ~0.55 s off ~2.7 s of overhead
-of one delivery in process (benchmarks/bench_delivery.py); keeping the connections took the
+When a read in progress holds the checkpoint back, the file's modification time is set instead,
+which the watch sees as well; the reader's next read finds the events in the write-ahead log.
+Other processes keep reading and writing the same files (sqlite's write-ahead log is made for it).
+Measured: keeping the engines took ~0.55 s off ~2.7 s of overhead of one delivery in process (benchmarks/bench_delivery.py); keeping the connections took the
 daemon's idle CPU from 4.14 to 2.90 CPU s over 120 s (its sensor and queue loops read these
 databases many times a second; benchmarks/run_all.py --only P6). Also remembered: that a table
 exists (asked for every asset check event written, and for every sensor and schedule state read,
@@ -130,7 +132,6 @@ class SqliteScheduleStorage(_KeptEngine, sqlite_schedule_storage.SqliteScheduleS
 class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._shard_engines: OrderedDict[str, Engine] = OrderedDict()
-        self._behind: set[str] = set()  # run databases whose last write a reader kept out of the file
         self._found = _Found()
         super().__init__(base_dir, inst_data)
 
@@ -148,7 +149,7 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
             engine = keeping_engine(conn_string, **timeout)
             self._shard_engines[shard] = engine
             if len(self._shard_engines) > KEPT_SHARD_ENGINES:
-                self._let_go(*self._shard_engines.popitem(last=False))
+                self._shard_engines.popitem(last=False)[1].dispose()
         else:
             self._shard_engines.move_to_end(shard)
         return engine
@@ -167,11 +168,19 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
                 with conn.begin():
                     yield conn
                 if shard != sqlite_event_log.INDEX_SHARD_NAME and driver.total_changes != changes:
-                    # The run's file must change at every write (see the module's docstring). PASSIVE: a
-                    # reader in the middle of a query is not waited for; what it held back goes in with
-                    # the next write, or when this storage lets the database go (_let_go).
-                    _, logged, moved = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    (self._behind.add if moved < logged else self._behind.discard)(shard)
+                    self._mark_written(shard, driver)
+
+    def _mark_written(self, shard: str, driver: sqlite3.Connection) -> None:
+        """Makes a run's database file change after a write (see the module's docstring)."""
+        try:
+            # PASSIVE: a reader in the middle of a query is not waited for, it holds back what it needs.
+            busy, logged, moved = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            complete = not busy and 0 <= moved == logged
+        except sqlite3.Error:  # the events are committed: a checkpoint that cannot run only delays the file
+            complete = False
+        if not complete:
+            with suppress(OSError):
+                os.utime(self.path_for_shard(shard))
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         # Dagster's reads the newest revision from its migration scripts (parsing every one, ~45 ms, in
@@ -201,16 +210,7 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
 
     def _dispose_engines(self) -> None:
         while self._shard_engines:
-            self._let_go(*self._shard_engines.popitem())
-
-    def _let_go(self, shard: str, engine: Engine) -> None:
-        if shard in self._behind:  # e.g. a run's last event: no later write will bring it into the file
-            self._behind.discard(shard)
-            # FULL waits for the reader (sqlite's busy timeout) rather than skip what it holds; the
-            # events are safe in the write-ahead log either way, only the watch would not see them.
-            with suppress(sqlalchemy_exc.DBAPIError, sqlite3.Error), engine.connect() as conn:
-                conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(FULL)")
-        engine.dispose()
+            self._shard_engines.popitem()[1].dispose()
 
     def has_secondary_index(self, name: str) -> bool:
         return self._found(f"index:{name}", lambda: super(SqliteEventLogStorage, self).has_secondary_index(name))

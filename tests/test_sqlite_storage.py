@@ -154,20 +154,30 @@ def test_a_wiped_event_log_keeps_no_connection_on_a_removed_file(instance: dg.Da
     assert [e.message for e in instance.all_logs(run.run_id)] == ["after the wipe"]
 
 
-def test_a_write_a_reader_held_back_reaches_the_file_when_the_storage_lets_go(instance: dg.DagsterInstance) -> None:
-    # The webserver keeps its own connection to the run's database and may be mid-read when the run
-    # writes its last event: that event must still reach the file, which the webserver's watch sees.
+def test_a_write_a_read_in_progress_holds_back_still_reaches_the_watch(instance: dg.DagsterInstance,
+                                                                       dagster_home: Path) -> None:
+    # The webserver may be mid-read when the run writes its last event: the checkpoint cannot take it
+    # into the file then, and no later write of the run will; the watch must see it all the same.
     run = instance.get_run_by_id(_materialize_answer(instance).run_id)
     path = instance.event_log_storage.path_for_shard(run.run_id)
-    with closing(sqlite3.connect(path)) as webserver, closing(sqlite3.connect(path)) as reading:
-        webserver.execute("SELECT count(*) FROM event_logs").fetchone()  # open, idle, as a kept one is
-        reading.execute("BEGIN")
-        reading.execute("SELECT count(*) FROM event_logs").fetchone()  # a read in progress at this moment
-        instance.report_engine_event("the last event", run)
-        assert "the last event" not in _rows_in_file(instance, run.run_id)[-1][1]  # held back by the read
-        reading.rollback()
-        instance.dispose()  # the run's worker exits; the webserver's connection stays
-        assert "the last event" in _rows_in_file(instance, run.run_id)[-1][1]
+    arrived = threading.Event()
+
+    def on_event(entry, _cursor: str) -> None:  # noqa: ANN001  (Dagster's EventLogEntry)
+        if entry.message == "the last event":
+            arrived.set()
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as webserver, \
+            closing(sqlite3.connect(path)) as reading:
+        webserver.watch_event_logs(run.run_id, webserver.event_log_storage.get_records_for_run(run.run_id).cursor,
+                                   on_event)
+        try:
+            reading.execute("BEGIN")
+            reading.execute("SELECT count(*) FROM event_logs").fetchone()  # a read in progress at this moment
+            instance.report_engine_event("the last event", run)
+            assert "the last event" not in _rows_in_file(instance, run.run_id)[-1][1]  # held back by the read
+            assert arrived.wait(timeout=15), "the watch never saw the run's last event"
+        finally:
+            webserver.end_watch_event_logs(run.run_id, on_event)
 
 
 def test_a_table_is_remembered_once_found_and_asked_again_until_then(instance: dg.DagsterInstance) -> None:

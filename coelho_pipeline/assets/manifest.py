@@ -49,7 +49,8 @@ def build_helm_values(target: Target, apps: Sequence[App]) -> dg.AssetsDefinitio
         """Each app's pushed image (repository and tag) written into values.yaml at the branch tip.
 
         Only the scalars that change differ; the same writes are re-applied by manifest_commit to
-        whatever tip it pushes onto, and verified again there.
+        whatever tip it pushes onto, and verified again there (the render skipped only for this very
+        text on this very tip in the same run: ``ValuesEdit.verified``).
         """
         res = TargetResources(context.resources, target)
         yield from _helm_values(context, source_commit, images, res.git, res.registry, res.target)
@@ -114,8 +115,10 @@ def build_manifest_commit(target: Target) -> dg.AssetsDefinition:
 
         One writer at a time (the ``git_manifest`` pool and the run-tag limit in dagster.yaml). On every
         attempt the tip is refetched, the source commit must still be on it, the writes are re-applied
-        (never over a newer delivery's tag) and what is about to be pushed is verified again, so a run
-        of this step alone cannot publish a missing image or values the chart does not render with. A
+        (never over a newer delivery's tag) and what is about to be pushed is verified again (its images
+        looked up; the chart rendered unless helm_values rendered this very text on this very tip in the
+        same run), so a run of this step alone cannot publish a missing image or values the chart does
+        not render with. A
         rerun finds its earlier commit by the ``Source-Commit`` trailer and makes no second one.
         Nothing is pushed while deliveries are held after a rollback.
         """

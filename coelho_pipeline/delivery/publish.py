@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from coelho_pipeline.delivery.plan import AppliedWrites, apply_writes, is_full_sha
 from coelho_pipeline.delivery.values_file import read_values
-from coelho_pipeline.delivery.verify import verify
+from coelho_pipeline.delivery.verify import Verification, missing_images, verify
 from coelho_pipeline.domain import ManifestCommit, ValueWrite, VerifiedValues
 from coelho_pipeline.errors import PipelineError
 from coelho_pipeline.resources.git import VALUES_FILE_TRAILER, GitRemote, PushRejected
@@ -97,8 +97,8 @@ def publish(remote: GitRemote, publication: Publication, *, target: DeliveryTarg
             verified: VerifiedValues | None = None) -> ManifestCommit:
     """Publishes the writes as one commit on the branch, or finds why none is needed.
 
-    ``verified``: what this run has already checked; the text about to be pushed is checked again
-    unless it is that very text on that very tip.
+    ``verified``: what this run has already checked; the text about to be pushed is rendered again
+    unless it is that very text on that very tip (its images are looked up every time).
     """
     source_sha, writes = publication.source_sha, publication.writes
     for attempt in range(1, policy.attempts + 1):
@@ -119,10 +119,14 @@ def publish(remote: GitRemote, publication: Publication, *, target: DeliveryTarg
             return ManifestCommit(holding, False, source_sha, attempt, _nothing_to_do(applied, tip),
                                   branch_head=tip)
         if verified is not None and verified.covers(tip, applied.text):
-            log(f"values.yaml at {tip[:12]}: the text checked earlier in this run, not checked again")
+            # The render depends on the tip and the text alone; the registry may have changed since.
+            log(f"values.yaml at {tip[:12]}: rendered earlier in this run with this very text, not again; "
+                "its images looked up again")
+            check = Verification(tuple(missing_images(applied.text, target, registry, apps=applied.changed_apps)), ())
         else:
-            verify(remote, tip, applied.text, target, registry, apps=applied.changed_apps).raise_if_failed(
-                where=f"the values for {source_sha[:12]} on {remote.branch} at {tip[:12]} failed verification")
+            check = verify(remote, tip, applied.text, target, registry, apps=applied.changed_apps)
+        check.raise_if_failed(
+            where=f"the values for {source_sha[:12]} on {remote.branch} at {tip[:12]} failed verification")
         changes = tuple((c.path, c.old, c.new) for c in applied.changes)
         new_sha = remote.commit_file(base_sha=tip, path=target.values_path, text=applied.text,
                                      message=publication.message(changes, values_file=remote.values_file))

@@ -131,9 +131,9 @@ def test_manifest_commit_alone_refuses_a_tag_whose_image_is_gone(pipeline: Pipel
     assert pipeline.repo.head() == change
 
 
-def test_a_whole_delivery_checks_its_values_once(pipeline: Pipeline) -> None:
+def test_a_whole_delivery_renders_its_values_once(pipeline: Pipeline) -> None:
     """helm_values' checks passed on the tip manifest_commit pushes onto, in the same run: the same text is
-    not rendered and looked up again (a step run alone, as above, checks again)."""
+    not rendered again, its images are looked up again (a step run alone, as above, renders again)."""
     assert pipeline.deliver(pipeline.repo.head()).success
     change = pipeline.repo.push({"apps/fastapi/main.py": "print('v2')\n"}, "FastAPI: v2")
 
@@ -141,7 +141,8 @@ def test_a_whole_delivery_checks_its_values_once(pipeline: Pipeline) -> None:
 
     assert result.success and materializations(result)["manifest_commit"]["created"]
     logged = [e.user_message for e in pipeline.instance.all_logs(result.run_id) if e.step_key == "manifest_commit"]
-    assert any("the text checked earlier in this run, not checked again" in m for m in logged), logged
+    assert any("rendered earlier in this run with this very text, not again; its images looked up again" in m
+               for m in logged), logged
 
 
 def test_verified_values_cover_only_the_same_text_on_the_same_tip() -> None:
