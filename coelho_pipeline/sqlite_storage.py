@@ -2,23 +2,24 @@
 
 Dagster's sqlite storages make a new engine for every call (the event log for every event written,
 the run and schedule storages for every read and write), and with it a new sqlite connection: a new
-engine costs its dialect's first-connect setup and an empty compiled-statement cache, and closing
-a database's last connection checkpoints its write-ahead log into the file and deletes it. Kept
-here: one engine per database, and for the run and schedule databases and the event log's index
-one open connection too (more while threads ask at once; closed on dispose). A run's own event
-database keeps its connection as well, but every call that wrote to it ends with a checkpoint: the
-webserver learns of a run's new events from changes to that file (its watchdog), and a write only
-reaches the file, out of the write-ahead log, at a checkpoint (Dagster's closing the connection
-after every call made one, and reopened it for the next: ~2 ms more per event, a run writes ~60).
-When a read in progress holds the checkpoint back, the file's modification time is set instead,
-which the watch sees as well; the reader's next read finds the events in the write-ahead log.
-Other processes keep reading and writing the same files (sqlite's write-ahead log is made for it).
-Measured: keeping the engines took ~0.55 s off ~2.7 s of overhead of one delivery in process (benchmarks/bench_delivery.py); keeping the connections took the
-daemon's idle CPU from 4.14 to 2.90 CPU s over 120 s (its sensor and queue loops read these
-databases many times a second; benchmarks/run_all.py --only P6). Also remembered: that a table
-exists (asked for every asset check event written, and for every sensor and schedule state read,
-by reflecting the database's tables) and that a data migration is complete (asked around many
-reads and writes): neither is undone under a running Dagster, so each is asked until true.
+engine costs its dialect's first-connect setup and an empty compiled-statement cache, and closing a
+database's last connection checkpoints its write-ahead log into the file and deletes it. Kept here:
+one engine per database, and for the run and schedule databases and the event log's index one open
+connection too (more while threads ask at once; closed on dispose). A run's own event database keeps
+its connection as well, but every call that wrote to it ends with a checkpoint: the webserver learns
+of a run's new events from changes to that file (its watchdog), and a write only reaches the file,
+out of the write-ahead log, at a checkpoint (Dagster's closing the connection after every call made
+one, and reopened it for the next: ~2 ms more per event, a run writes ~60). When a read in progress
+holds the checkpoint back, the file's modification time is set instead, which the watch sees as
+well; the reader's next read finds the events in the write-ahead log. Other processes keep reading
+and writing the same files (sqlite's write-ahead log is made for it). Measured: keeping the engines
+took ~0.55 s off ~2.7 s of overhead of one delivery in process (benchmarks/bench_delivery.py);
+keeping the connections took the daemon's idle CPU from 4.14 to 2.90 CPU s over 120 s (its sensor
+and queue loops read these databases many times a second; benchmarks/run_all.py --only P6). Also
+remembered: that a table exists (asked for every asset check event written, and for every sensor and
+schedule state read, by reflecting the database's tables) and that a data migration is complete
+(asked around many reads and writes): neither is undone under a running Dagster, so each is asked
+until true.
 
 ``DeliveryInstance.config_defaults`` names ``SqliteStorage``, so it is the storage whenever
 dagster.yaml names none. Only Dagster, SQLAlchemy and alembic are imported here (every Dagster process loads it).

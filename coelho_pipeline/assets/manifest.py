@@ -126,7 +126,7 @@ def build_manifest_commit(target: Target) -> dg.AssetsDefinition:
         refuse_if_held(context.instance, target, source_commit.sha)
         publication = delivery(source_commit.sha, helm_values.writes, promoted_from=target.promote_from or "",
                                environment=target.environment.name)
-        # Checked by helm_values in this very run (a step run alone, or a retry in another run, checks again).
+        # Rendered by helm_values in this very run (a step run alone, or a re-execution, renders again).
         verified = helm_values.verified if helm_values.verified and helm_values.verified.run_id == context.run_id \
             else None
         return _manifest_commit(context, publication, res.git, res.registry, res.target, verified)
