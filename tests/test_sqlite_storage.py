@@ -1,10 +1,11 @@
 """coelho_pipeline/sqlite_storage.py: Dagster's sqlite storages keeping their engines, on real sqlite.
 
-They are what dagster.yaml's instance stores in (it names no storage), in every process that builds it
-from the ref; the run, schedule and index databases and a run's own keep a connection open, and every
-write to a run's database reaches its file (the webserver watches it for new events); another process reads and writes the same files
-meanwhile; a forked child lets go of the parent's connections; nothing stays open after dispose or on
-a wiped file; what is remembered as existing is only what was found.
+They are what dagster.yaml's instance stores in (it names no storage), in every process that builds
+it from the ref; the run, schedule and index databases and a run's own keep a connection open, and
+every write to a run's database reaches its file (the webserver watches it for new events); another
+process reads and writes the same files meanwhile; a forked child lets go of the parent's
+connections; nothing stays open after dispose or on a wiped file; what is remembered as existing is
+only what was found.
 """
 
 import os
